@@ -1,0 +1,3 @@
+"""simplan: plan and simulate distributed training before renting the cluster."""
+
+__version__ = "0.1.0"

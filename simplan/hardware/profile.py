@@ -1,0 +1,80 @@
+"""HardwareProfile: one GPU system, in SI units (converted once, at load).
+
+The YAML files in ``hardware_profiles/`` use vendor units with the unit in the name
+(``hbm_gbyte_per_s``, ``nic_gbit_per_s``, ``peak_tflops``); ``simplan.hardware.load``
+checks and converts them into this dataclass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+FABRICS = ("nvswitch", "nvlink", "pcie", "xgmi", "host")
+TOPOLOGIES = ("rail-optimized-fat-tree", "fat-tree", "single-switch")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HardwareProfile:
+    name: str
+    description: str = ""
+    # --- one accelerator ---
+    peak_flops_per_s: dict[str, float]
+    """Dense peak FLOP/s per dtype (fp32, tf32, fp16, bf16, fp8); a dtype left out is unsupported."""
+    hbm_bytes: float
+    hbm_bytes_per_s: float
+    matmul_efficiency: float
+    """Fraction of peak that large matmuls reach, in (0, 1]."""
+    matmul_half_flops: float
+    """Matmul size (FLOPs) at which the achieved rate is half of ``matmul_efficiency``
+    times peak: time = (F + F_half) / (peak * efficiency), a per-kernel fixed cost that
+    small operations cannot hide (wave quantization, launch and tail effects)."""
+    memory_efficiency: float
+    """Fraction of HBM bandwidth that memory-bound kernels reach, in (0, 1]."""
+    kernel_overhead_s: float
+    """Launch-to-launch gap per kernel on the compute stream."""
+    # --- one node ---
+    gpus_per_node: int
+    fabric: str
+    """nvswitch | nvlink | pcie | xgmi | host."""
+    intra_bytes_per_s: float
+    """Bandwidth per GPU per direction inside a node."""
+    intra_latency_s: float
+    intra_efficiency: float
+    """Fraction of ``intra_bytes_per_s`` collectives reach (NCCL bus bandwidth / link)."""
+    # --- across nodes ---
+    nics_per_node: int
+    nic_bytes_per_s: float
+    """Per NIC, per direction."""
+    inter_latency_s: float
+    inter_efficiency: float
+    """Fraction of NIC bandwidth collectives reach."""
+    topology: str
+    oversubscription: float
+    """Leaf-to-spine oversubscription (1.0: non-blocking)."""
+    # --- software ---
+    step_overhead_s: float = 0.0
+    """Fixed cost per optimizer step outside the modelled kernels (framework, data loader)."""
+    sources: dict[str, str] = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)
+    """What a calibrated profile was fitted on (file, rows, held-out error)."""
+
+    @property
+    def nic_bytes_per_s_per_gpu(self) -> float:
+        """NIC bandwidth one GPU can use when all GPUs of a node send at once."""
+        return self.nics_per_node * self.nic_bytes_per_s / self.gpus_per_node
+
+    def peak(self, precision: str) -> float:
+        """Dense matmul peak for a plan's precision (a missing dtype is checked by validation)."""
+        return self.peak_flops_per_s[precision]
+
+    def scaled(self, **factors: float) -> "HardwareProfile":
+        """What-if copy: ``scaled(flops=2, hbm_bw=1.5, intra_bw=1, nic_bw=1, hbm=1)``."""
+        p = self
+        if "flops" in factors:
+            p = replace(p, peak_flops_per_s={k: v * factors["flops"] for k, v in p.peak_flops_per_s.items()})
+        mapping = {"hbm_bw": "hbm_bytes_per_s", "intra_bw": "intra_bytes_per_s", "nic_bw": "nic_bytes_per_s",
+                   "hbm": "hbm_bytes"}
+        for key, attr in mapping.items():
+            if key in factors:
+                p = replace(p, **{attr: getattr(p, attr) * factors[key]})
+        return p

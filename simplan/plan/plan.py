@@ -1,0 +1,94 @@
+"""Plan: one way to split a model across the cluster (a frozen, hashable dataclass)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from simplan.errors import SimplanError, require
+
+SCHEDULES = ("gpipe", "1f1b", "interleaved-1f1b", "zero-bubble")
+"""Named as torch.distributed.pipelining names them: ScheduleGPipe, Schedule1F1B,
+ScheduleInterleaved1F1B, ScheduleInterleavedZeroBubble."""
+RECOMPUTE = ("none", "selective", "full")
+DP_SYNC = ("allreduce", "parameter-server")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "fp8")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Plan:
+    tp: int = 1
+    """Tensor-parallel degree (Megatron-LM column/row-parallel layers)."""
+    pp: int = 1
+    """Pipeline-parallel stages."""
+    dp: int = 1
+    """Data-parallel replicas."""
+    cp: int = 1
+    """Context-parallel degree (sequence split across ranks, ring attention)."""
+    ep: int = 1
+    """Expert-parallel degree (MoE experts split across the data-parallel ranks)."""
+    micro_batch: int = 1
+    """Sequences per micro-batch per data-parallel rank."""
+    global_batch: int = 1
+    """Sequences per optimizer step."""
+    schedule: str = "1f1b"
+    virtual_stages: int = 1
+    """Model chunks per pipeline rank (interleaved schedules)."""
+    recompute: str = "none"
+    sequence_parallel: bool = False
+    zero_stage: int = 0
+    """0: none; 1: optimizer states sharded; 2: + gradients; 3: + parameters (FSDP)."""
+    dp_sync: str = "allreduce"
+    precision: str = "bf16"
+    tp_inside_node: bool = True
+    """Rank placement: tensor-parallel groups on consecutive GPUs of one node (Megatron-LM's
+    order tp, cp, dp, pp). False places data-parallel ranks innermost instead."""
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp * self.dp * self.cp
+
+    @property
+    def micro_batches(self) -> int:
+        """Micro-batches per pipeline per step: global batch / (dp x micro-batch)."""
+        return self.global_batch // (self.dp * self.micro_batch)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PLAN_FIELDS = tuple(f.name for f in fields(Plan))
+_INT = ("tp", "pp", "dp", "cp", "ep", "micro_batch", "global_batch", "virtual_stages", "zero_stage")
+_BOOL = ("sequence_parallel", "tp_inside_node")
+_CHOICES = {"schedule": SCHEDULES, "recompute": RECOMPUTE, "dp_sync": DP_SYNC, "precision": PRECISIONS}
+
+
+def load_plan(section: dict, gpus: int | None = None, where: str = "plan") -> Plan:
+    """Check types and ranges of a scenario's ``plan`` section. ``dp`` may be left out
+    when ``gpus`` is known: it is then GPUs / (tp * pp * cp), which must divide."""
+    if not isinstance(section, dict):
+        raise SimplanError(f"{where}: expected a mapping, got {type(section).__name__}")
+    unknown = sorted(set(section) - set(PLAN_FIELDS))
+    require(not unknown, f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(PLAN_FIELDS)}")
+    values = dict(section)
+    for key in _INT:
+        if key in values:
+            v = values[key]
+            require(isinstance(v, int) and not isinstance(v, bool), f"{where}.{key}: expected an integer, got {v!r}")
+            low = 0 if key == "zero_stage" else 1
+            require(v >= low, f"{where}.{key}: must be >= {low}, got {v}")
+    for key in _BOOL:
+        if key in values:
+            require(isinstance(values[key], bool), f"{where}.{key}: expected true or false, got {values[key]!r}")
+    for key, choices in _CHOICES.items():
+        if key in values:
+            require(values[key] in choices, f"{where}.{key}: {values[key]!r} is not one of {', '.join(choices)}")
+    require("zero_stage" not in values or values["zero_stage"] <= 3,
+            f"{where}.zero_stage: must be 0..3, got {values.get('zero_stage')}")
+    require("global_batch" in values, f"{where}.global_batch: missing (sequences per optimizer step)")
+    if "dp" not in values:
+        require(gpus is not None, f"{where}.dp: missing, and the GPU count is unknown")
+        model_parallel = values.get("tp", 1) * values.get("pp", 1) * values.get("cp", 1)
+        require(gpus % model_parallel == 0,
+                f"{where}.dp: not given, and GPUs {gpus} are not divisible by tp*pp*cp = {model_parallel}")
+        values["dp"] = gpus // model_parallel
+    return Plan(**values)

@@ -1,0 +1,78 @@
+"""validate(plan, model, gpus): every arithmetic problem of a plan, with the numbers."""
+
+from __future__ import annotations
+
+from simplan.errors import SimplanError
+from simplan.model.spec import ModelSpec
+from simplan.plan.plan import Plan
+
+
+def problems(plan: Plan, model: ModelSpec, gpus: int) -> list[str]:
+    """All the reasons ``plan`` cannot run ``model`` on ``gpus`` GPUs (empty if none)."""
+    p = plan
+    out: list[str] = []
+    if p.gpus != gpus:
+        out.append(f"plan: dp({p.dp}) * tp({p.tp}) * pp({p.pp}) * cp({p.cp}) = {p.gpus} != GPUs({gpus})")
+    if p.global_batch % (p.dp * p.micro_batch):
+        out.append(f"plan.global_batch: {p.global_batch} is not divisible by dp({p.dp}) * micro_batch({p.micro_batch})")
+    if not model.is_transformer:
+        if p.tp > 1:
+            out.append(f"plan.tp: {model.family} layers have no tensor-parallel form here, got tp={p.tp}")
+        if p.cp > 1:
+            out.append(f"plan.cp: {model.family} has no sequence to split, got cp={p.cp}")
+        if p.sequence_parallel:
+            out.append(f"plan.sequence_parallel: needs a transformer, got family {model.family}")
+    else:
+        if model.heads % p.tp:
+            out.append(f"plan.tp: heads({model.heads}) is not divisible by tp({p.tp})")
+        if model.kv_heads % p.tp and p.tp % model.kv_heads:
+            out.append(f"plan.tp: kv_heads({model.kv_heads}) and tp({p.tp}) do not divide one another")
+        if model.ffn_hidden % p.tp:
+            out.append(f"plan.tp: ffn_hidden({model.ffn_hidden}) is not divisible by tp({p.tp})")
+        if model.seq_len % p.cp:
+            out.append(f"plan.cp: seq_len({model.seq_len}) is not divisible by cp({p.cp})")
+        if p.sequence_parallel and p.tp == 1:
+            out.append("plan.sequence_parallel: needs tp > 1, got tp=1")
+        if p.sequence_parallel and model.seq_len % p.tp:
+            out.append(f"plan.sequence_parallel: seq_len({model.seq_len}) is not divisible by tp({p.tp})")
+    if p.ep > 1:
+        if not model.is_moe:
+            out.append(f"plan.ep: {p.ep} > 1 needs a mixture-of-experts model, got family {model.family}")
+        elif model.experts % p.ep:
+            out.append(f"plan.ep: experts({model.experts}) is not divisible by ep({p.ep})")
+        if (p.dp * p.cp) % p.ep:
+            out.append(f"plan.ep: ep({p.ep}) must divide dp({p.dp}) * cp({p.cp}) = {p.dp * p.cp}")
+    chunks = p.pp * p.virtual_stages
+    blocks = model.layers
+    # uneven splits are allowed (the partitioner balances them), but every chunk needs a layer
+    if chunks > blocks + 2:
+        out.append(f"plan: pp({p.pp}) * virtual_stages({p.virtual_stages}) = {chunks} exceeds the "
+                   f"{blocks} layers (+ embedding and head) of the model")
+    if p.virtual_stages > 1 and p.schedule not in ("interleaved-1f1b", "zero-bubble"):
+        out.append(f"plan.virtual_stages: {p.virtual_stages} > 1 needs schedule interleaved-1f1b or zero-bubble, "
+                   f"got {p.schedule}")
+    if p.schedule == "interleaved-1f1b":
+        if p.virtual_stages < 2:
+            out.append(f"plan.virtual_stages: interleaved-1f1b needs virtual_stages >= 2, got {p.virtual_stages}")
+        if p.pp < 2:
+            out.append(f"plan.schedule: interleaved-1f1b needs pp >= 2, got pp={p.pp}")
+        if p.global_batch % (p.dp * p.micro_batch) == 0 and p.micro_batches % p.pp:
+            out.append(f"plan.schedule: interleaved-1f1b needs micro-batches({p.micro_batches}) divisible by "
+                       f"pp({p.pp}) (Megatron-LM and torch.distributed.pipelining require it)")
+    if p.zero_stage and p.dp_sync == "parameter-server":
+        out.append(f"plan.zero_stage: {p.zero_stage} shards over data-parallel all-reduce groups; "
+                   "it does not combine with dp_sync parameter-server")
+    if p.zero_stage and p.dp * p.cp == 1:
+        out.append(f"plan.zero_stage: {p.zero_stage} needs dp * cp > 1 to shard across, got dp={p.dp} cp={p.cp}")
+    if p.zero_stage >= 2 and p.pp > 1:
+        # DeepSpeed refuses ZeRO-2/3 with pipeline parallelism: gradients are accumulated over micro-batches
+        out.append(f"plan.zero_stage: {p.zero_stage} does not combine with pp({p.pp}) > 1 "
+                   "(DeepSpeed and Megatron-LM accumulate gradients across micro-batches)")
+    return out
+
+
+def validate(plan: Plan, model: ModelSpec, gpus: int) -> None:
+    """Raise one SimplanError listing every problem (``; ``-joined, one line)."""
+    found = problems(plan, model, gpus)
+    if found:
+        raise SimplanError("; ".join(found))
