@@ -11,7 +11,7 @@ from simplan.model.spec import FAMILIES, SPEC_FIELDS, ModelSpec
 
 _INT_FIELDS = ("layers", "hidden", "heads", "kv_heads", "ffn_hidden", "seq_len", "vocab", "experts", "top_k",
                "image_size", "patch_size", "num_classes")
-_BOOL_FIELDS = ("flash_attention", "tied_embeddings")
+_BOOL_FIELDS = ("flash_attention", "tied_embeddings", "dropout")
 
 
 def model_names() -> list[str]:

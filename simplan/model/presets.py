@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-_GPT2 = dict(family="gpt", seq_len=1024, vocab=50304, tied_embeddings=True)  # 50257 padded to 128 (Megatron-LM)
-_GPT3 = dict(family="gpt", seq_len=2048, vocab=51200, tied_embeddings=True)  # Megatron-LM's padded GPT-2 vocabulary
+_GPT2 = dict(family="gpt", seq_len=1024, vocab=50304, tied_embeddings=True, dropout=True)  # 50257 padded to 128 (Megatron-LM)
+_GPT3 = dict(family="gpt", seq_len=2048, vocab=51200, tied_embeddings=True, dropout=True)  # Megatron-LM's padded GPT-2 vocabulary
 
 PRESETS: dict[str, dict] = {
     # Radford et al. 2019, "Language Models are Unsupervised Multitask Learners", Table 2
@@ -37,10 +37,10 @@ PRESETS: dict[str, dict] = {
                          seq_len=4096, vocab=32000, experts=8, top_k=2, flash_attention=True),
     # Devlin et al. 2019, "BERT", Section 3 (BERT-LARGE), sequence 512
     "bert-large": dict(family="bert", layers=24, hidden=1024, heads=16, seq_len=512, vocab=30522,
-                       tied_embeddings=True),
+                       tied_embeddings=True, dropout=True),
     # Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words", Table 1 (ViT-Large, 224 px: 196 patches + class)
     "vit-l-16": dict(family="vit", layers=24, hidden=1024, heads=16, image_size=224, patch_size=16,
-                     num_classes=1000),
+                     num_classes=1000, dropout=True),
     # He et al. 2016, Table 1 (50-layer)
     "resnet-50": dict(family="resnet", layers=16, image_size=224, num_classes=1000),
     # Small enough for the CPU executor (2 ranks, gloo)

@@ -36,6 +36,10 @@ class ModelSpec:
     """ViT / ResNet: classifier outputs."""
     flash_attention: bool = False
     """Attention core fused (FlashAttention): the s^2 scores are not stored for backward."""
+    dropout: bool = False
+    """Trained with dropout (GPT-2/3, BERT, ViT presets): its 1-byte masks are saved for
+    backward (Korthikanti et al. 2022, Section 4.1). Off for LLaMA/Mixtral and the tiny
+    executor models (their first-step loss must match across plans)."""
     tied_embeddings: bool = False
     """Output projection shares the input embedding's weights."""
 

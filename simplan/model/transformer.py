@@ -28,8 +28,7 @@ ACT = 2  # bytes per 16-bit activation element (Korthikanti et al. 2022, Section
 
 
 def _uses_dropout(spec: ModelSpec) -> bool:
-    # GPT-2/3, BERT and ViT train with dropout; LLaMA and Mixtral do not.
-    return spec.family in ("gpt", "bert", "vit")
+    return spec.dropout
 
 
 def _swiglu(spec: ModelSpec) -> bool:
