@@ -39,6 +39,10 @@ class Plan:
     """0: none; 1: optimizer states sharded; 2: + gradients; 3: + parameters (FSDP)."""
     dp_sync: str = "allreduce"
     precision: str = "bf16"
+    dp_overlap: bool = True
+    """Gradient buckets are reduced during the last micro-batch's backward (PyTorch DDP,
+    Megatron-LM --overlap-grad-reduce). False: one reduction after the whole backward
+    (Megatron-DeepSpeed without gradient buckets, as in the vTrain measurements)."""
     tp_inside_node: bool = True
     """Rank placement: tensor-parallel groups on consecutive GPUs of one node (Megatron-LM's
     order tp, cp, dp, pp). False places data-parallel ranks innermost instead."""
@@ -58,7 +62,7 @@ class Plan:
 
 PLAN_FIELDS = tuple(f.name for f in fields(Plan))
 _INT = ("tp", "pp", "dp", "cp", "ep", "micro_batch", "global_batch", "virtual_stages", "zero_stage")
-_BOOL = ("sequence_parallel", "tp_inside_node")
+_BOOL = ("sequence_parallel", "tp_inside_node", "dp_overlap")
 _CHOICES = {"schedule": SCHEDULES, "recompute": RECOMPUTE, "dp_sync": DP_SYNC, "precision": PRECISIONS}
 
 

@@ -48,9 +48,9 @@ def problems(plan: Plan, model: ModelSpec, gpus: int) -> list[str]:
     if chunks > blocks + 2:
         out.append(f"plan: pp({p.pp}) * virtual_stages({p.virtual_stages}) = {chunks} exceeds the "
                    f"{blocks} layers (+ embedding and head) of the model")
-    if p.virtual_stages > 1 and p.schedule not in ("interleaved-1f1b", "zero-bubble"):
-        out.append(f"plan.virtual_stages: {p.virtual_stages} > 1 needs schedule interleaved-1f1b or zero-bubble, "
-                   f"got {p.schedule}")
+    if p.virtual_stages > 1 and p.schedule != "interleaved-1f1b":
+        out.append(f"plan.virtual_stages: {p.virtual_stages} > 1 needs schedule interleaved-1f1b "
+                   f"(zero-bubble here is ZB-H1, one chunk per stage), got {p.schedule}")
     if p.schedule == "interleaved-1f1b":
         if p.virtual_stages < 2:
             out.append(f"plan.virtual_stages: interleaved-1f1b needs virtual_stages >= 2, got {p.virtual_stages}")

@@ -1,0 +1,286 @@
+"""Lowering: (layer graph, plan, cluster) -> the work of every pipeline stage.
+
+The result, a :class:`Program`, is plain data the SimPy engine replays: for each model
+chunk the forward, backward (input-gradient and weight-gradient parts), and
+recomputation steps per micro-batch, each a compute time plus the collectives that
+block it; the pipeline send sizes; the gradient buckets of data-parallel
+synchronization; the optimizer step. Every number is per rank of one tensor-parallel
+group (all ranks of a group do the same work at the same time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from simplan.cost import collectives as coll
+from simplan.cost.compute import layer_time, op_time_s, optimizer_time_s, shard_factor
+from simplan.hardware.cluster import Cluster
+from simplan.model.graph import RECOMPUTED_KINDS, LayerGraph
+from simplan.model.layer import Layer
+from simplan.plan.partition import uniform
+from simplan.plan.placement import group_span, rank_of
+from simplan.plan.plan import Plan
+from simplan.units import BYTES_PER_ELEMENT
+
+DDP_BUCKET_BYTES = 25 * 2**20
+"""PyTorch DDP's default bucket_cap_mb=25 (torch.nn.parallel.DistributedDataParallel)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Comm:
+    """One collective on the critical path of a step, as bandwidth phases."""
+
+    name: str
+    """tp | cp | ep | dp | pp | zero | ps."""
+    phases: tuple[coll.Phase, ...]
+    idle_s: float
+    """Its time alone on the network."""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One layer's share of a phase: compute, then blocking collectives."""
+
+    layer: str
+    compute_s: float
+    comms: tuple[Comm, ...] = ()
+    """Blocking collectives after the compute (tensor- and expert-parallel)."""
+    overlapped: tuple[Comm, ...] = ()
+    """Collectives that run alongside the compute (context-parallel key/value exchange)."""
+    grad_bytes: float = 0.0
+    """Gradient bytes this step produces (backward), for data-parallel buckets."""
+    param_bytes: float = 0.0
+    """Bytes of this layer's parameter shard (ZeRO-3 gathers them before use)."""
+    gather: Comm | None = None
+    """ZeRO-3 / FSDP: the all-gather of this layer's parameters before it runs."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkProgram:
+    chunk: int
+    stage: int
+    fwd: tuple[Step, ...]
+    bwd: tuple[Step, ...]
+    """Backward of the layers in reverse order. With the zero-bubble schedule this is the
+    input-gradient part only and ``wgrad`` holds the weight-gradient part."""
+    wgrad: tuple[Step, ...]
+    recompute: tuple[Step, ...]
+    send_bytes: float
+    """Activation bytes sent to the next chunk per micro-batch (the same back as gradient)."""
+    act_bytes: float
+    """Activation bytes this chunk keeps per micro-batch in flight (trace memory counter)."""
+    grad_bytes: float
+    params: float
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    plan: Plan
+    chunks: tuple[ChunkProgram, ...]
+    optimizer_s: tuple[float, ...]
+    """Per stage."""
+    dp_comm: Comm | None
+    """The data-parallel gradient collective for one full bucket (per bucket size below)."""
+    bucket_bytes: float
+    dp_after_optimizer: Comm | None
+    """ZeRO-1/2: the parameter all-gather after the optimizer step."""
+    zero3: bool
+    stage_node: tuple[int, ...]
+    """Node of each stage's first rank: a pipeline send between stages on one node uses
+    the in-node fabric, otherwise the NICs."""
+    intra_latency_s: float
+    inter_latency_s: float
+    intra_bytes_per_s: float
+    inter_bytes_per_s: float
+    ps_bytes_per_s: float
+    """Parameter server: each worker's share of the servers' NIC bandwidth."""
+    exclusive_links: bool
+    """Tensor-parallel collectives have their links to themselves: nothing else crosses the
+    in-node fabric of a rank while they run, so their time is their idle time."""
+    step_overhead_s: float
+
+
+def _comm(name: str, kind: str, size_bytes: float, span, hw, algorithm: str | None = None) -> Comm | None:
+    if size_bytes <= 0 or (span.size <= 1 and kind != "p2p"):
+        return None
+    intra, inter = _bandwidths(hw)
+    alg = algorithm or coll.best_algorithm(kind, size_bytes, span.ranks_per_node, span.nodes, hw.intra_latency_s,
+                                           hw.inter_latency_s, intra, inter)
+    ph = coll.phases(kind, alg, size_bytes, span.ranks_per_node, span.nodes, hw.intra_latency_s, hw.inter_latency_s)
+    return Comm(name, ph, coll.idle_time_s(ph, intra, inter))
+
+
+def _bandwidths(hw) -> tuple[float, float]:
+    """Per-rank bytes/s a collective reaches in the node and across nodes (NCCL bus
+    bandwidth = link bandwidth x efficiency; across nodes one rank's share of the NICs,
+    reduced by the fabric's oversubscription)."""
+    intra = hw.intra_bytes_per_s * hw.intra_efficiency
+    inter = hw.nic_bytes_per_s_per_gpu * hw.inter_efficiency / hw.oversubscription
+    return intra, min(intra, inter)
+
+
+def _steps(layers: tuple[Layer, ...], plan: Plan, hw, spans, backward: bool, part: str = "all") -> tuple[Step, ...]:
+    """``part``: "all", "input" (zero-bubble B: everything but weight gradients) or "weight"."""
+    out = []
+    act = max(BYTES_PER_ELEMENT[plan.precision], 2) / 2
+    for layer in (reversed(layers) if backward else layers):
+        if backward:
+            if part == "weight":
+                compute = sum(op_time_s(op, plan, hw) for op in layer.ops if op.weight_bytes > 0)
+            else:
+                compute = layer_time(layer, plan, hw).bwd_s
+                if part == "input":
+                    compute -= sum(op_time_s(op, plan, hw) for op in layer.ops if op.weight_bytes > 0)
+        else:
+            compute = layer_time(layer, plan, hw).fwd_s
+        comms = []
+        overlapped = []
+        if part != "weight":
+            tp_bytes = (layer.tp_bwd_allreduce_bytes if backward else layer.tp_fwd_allreduce_bytes)
+            tp_bytes *= plan.micro_batch / plan.cp * act
+            # with sequence parallelism the all-reduce is a reduce-scatter + all-gather of the
+            # same size: the same ring volume (Korthikanti et al. 2022, Section 4.2.2)
+            c = _comm("tp", "allreduce", tp_bytes, spans["tp"], hw, algorithm="ring")
+            if c:
+                comms.append(c)
+            if layer.a2a_bytes and plan.ep > 1:
+                a2a = layer.a2a_bytes * plan.micro_batch / plan.cp / shard_factor("sp", plan) * act
+                for _ in range(2):  # dispatch and combine
+                    c = _comm("ep", "alltoall", a2a, spans["ep"], hw)
+                    if c:
+                        comms.append(c)
+            if layer.cp_kv_bytes and plan.cp > 1:
+                # ring attention passes each rank's keys and values around the ring
+                # (Liu et al. 2023, "Ring Attention"; Megatron-LM context parallelism)
+                kv = layer.cp_kv_bytes * plan.micro_batch / plan.cp / plan.tp * act
+                c = _comm("cp", "allgather", kv * plan.cp * (2 if backward else 1), spans["cp"], hw)
+                if c:
+                    overlapped.append(c)
+        grad = 0.0
+        if backward and part != "input":
+            grad = _local_params(layer, plan) * _grad_bytes(plan)
+        param_bytes = _local_params(layer, plan) * _grad_bytes(plan)
+        gather = None
+        if plan.zero_stage == 3 and part != "weight":
+            # FSDP all-gathers a layer's parameters before its forward and its backward
+            # (Zhao et al. 2023, "PyTorch FSDP", Section 3.2)
+            gather = _comm("zero", "allgather", param_bytes, spans["dpcp"], hw, algorithm="ring")
+        out.append(Step(layer.name, compute, tuple(comms), tuple(overlapped), grad, param_bytes, gather))
+    return tuple(out)
+
+
+def _recompute_steps(layers: tuple[Layer, ...], plan: Plan, hw, spans) -> tuple[Step, ...]:
+    if plan.recompute == "none":
+        return ()
+    recomputed = tuple(layer for layer in layers if layer.kind in RECOMPUTED_KINDS)
+    if plan.recompute == "full":
+        # the forward of each checkpointed layer runs again before its backward
+        # (Korthikanti et al. 2022, Section 2; Chen et al. 2016)
+        return _steps(recomputed, plan, hw, spans, backward=False)
+    # selective: only the attention core (Korthikanti et al. 2022, Section 4.2.1)
+    return tuple(Step(layer.name, sum(op_time_s(op, plan, hw) for op in layer.ops if op.kind == "attention"))
+                 for layer in recomputed if any(op.kind == "attention" for op in layer.ops))
+
+
+def _local_params(layer: Layer, plan: Plan) -> float:
+    split = plan.tp if layer.params_sharding == "tp" else 1
+    if layer.experts and plan.ep > 1:
+        return layer.params / split / plan.ep
+    return layer.params / split
+
+
+def _grad_bytes(plan: Plan) -> int:
+    return 4 if plan.precision in ("fp32", "tf32") else 2
+
+
+def _act_keep_bytes(layers: tuple[Layer, ...], plan: Plan) -> float:
+    """Per micro-batch bytes kept for backward (the trace's memory counter)."""
+    act = max(BYTES_PER_ELEMENT[plan.precision], 2) / 2
+    total = 0.0
+    for layer in layers:
+        if plan.recompute == "full" and layer.kind in RECOMPUTED_KINDS:
+            total += layer.input_bytes / shard_factor("sp", plan)
+            continue
+        for cls, b in layer.act_saved_bytes.items():
+            total += b / shard_factor(cls, plan)
+        if plan.recompute != "selective":
+            total += layer.act_core_bytes / plan.tp
+    return total * plan.micro_batch / plan.cp * act
+
+
+def lower(graph: LayerGraph, plan: Plan, cluster: Cluster, chunks=None) -> Program:
+    """``chunks``: the layers of each model chunk (default: the uniform partition)."""
+    hw = cluster.profile
+    if chunks is None:
+        chunks = uniform(graph, plan.pp * plan.virtual_stages)
+    spans = {axis: group_span(plan, cluster, axis) for axis in ("tp", "cp", "dp", "ep")}
+    spans["dpcp"] = spans["dp"] if plan.cp == 1 else _dp_cp_span(plan, cluster)
+    intra, inter = _bandwidths(hw)
+    act = max(BYTES_PER_ELEMENT[plan.precision], 2) / 2
+    programs = []
+    for c, layers in enumerate(chunks):
+        out_bytes = layers[-1].output_bytes if layers else 0.0
+        # Megatron-LM's scatter/gather optimization sends 1/t of the activation per rank
+        # (Narayanan et al. 2021, Section 4.1); with sequence parallelism it is already split
+        send = out_bytes * plan.micro_batch / plan.cp / plan.tp * act
+        zb = plan.schedule == "zero-bubble"
+        programs.append(ChunkProgram(
+            chunk=c, stage=c % plan.pp,
+            fwd=_steps(layers, plan, hw, spans, backward=False),
+            bwd=_steps(layers, plan, hw, spans, backward=True, part="input" if zb else "all"),
+            wgrad=_steps(layers, plan, hw, spans, backward=True, part="weight") if zb else (),
+            recompute=_recompute_steps(layers, plan, hw, spans),
+            send_bytes=send,
+            act_bytes=_act_keep_bytes(layers, plan),
+            grad_bytes=sum(_local_params(layer, plan) for layer in layers) * _grad_bytes(plan),
+            params=sum(_local_params(layer, plan) for layer in layers),
+        ))
+    dp_size = plan.dp * plan.cp  # gradients are averaged over data- and context-parallel ranks
+    dp_span = spans["dpcp"]
+    optimizer_s = []
+    for s in range(plan.pp):
+        params = sum(p.params for p in programs if p.stage == s)
+        shard = dp_size if plan.zero_stage >= 1 else 1
+        optimizer_s.append(optimizer_time_s(params / shard, plan, hw))
+    bucket = DDP_BUCKET_BYTES
+    # parameter server (Li et al. 2014, OSDI): one server per node behind one NIC; all
+    # workers of the cluster push gradients to and pull weights from the servers, so a
+    # worker's share of server bandwidth is one NIC over the GPUs of a node
+    ps_bw = hw.nic_bytes_per_s * hw.inter_efficiency / hw.gpus_per_node
+    dp_comm = after_opt = None
+    if dp_size > 1:
+        if plan.dp_sync == "parameter-server":
+            # push the gradient bucket, pull the updated weights
+            dp_comm = Comm("ps", (coll.Phase(2.0 * bucket, "ps", 2 * hw.inter_latency_s),),
+                           2.0 * bucket / ps_bw + 2 * hw.inter_latency_s)
+        elif plan.zero_stage == 0:
+            dp_comm = _comm("dp", "allreduce", bucket, dp_span, hw)
+        else:
+            dp_comm = _comm("dp", "reducescatter", bucket, dp_span, hw, algorithm="ring")
+        if plan.zero_stage in (1, 2):
+            # updated 16-bit parameters are all-gathered after the step (ZeRO, Section 5.1)
+            params_bytes = max(p.params for p in programs) * _grad_bytes(plan)
+            after_opt = _comm("zero", "allgather", params_bytes, dp_span, hw, algorithm="ring")
+    stage_node = tuple(rank_of(plan, pp=s) // cluster.gpus_per_node for s in range(plan.pp))
+    boundaries = [stage_node[s] == stage_node[(s + 1) % plan.pp] for s in range(plan.pp) if plan.pp > 1]
+    others_on_fabric = (plan.cp > 1 or plan.ep > 1 or plan.zero_stage == 3 or any(boundaries)
+                        or (dp_size > 1 and dp_span.nodes == 1) or spans["tp"].nodes > 1)
+    return Program(
+        plan=plan, chunks=tuple(programs), optimizer_s=tuple(optimizer_s), dp_comm=dp_comm, bucket_bytes=bucket,
+        dp_after_optimizer=after_opt, zero3=plan.zero_stage == 3, stage_node=stage_node,
+        intra_latency_s=hw.intra_latency_s, inter_latency_s=hw.inter_latency_s,
+        intra_bytes_per_s=intra, inter_bytes_per_s=inter, ps_bytes_per_s=ps_bw,
+        exclusive_links=not others_on_fabric, step_overhead_s=hw.step_overhead_s,
+    )
+
+
+def _dp_cp_span(plan: Plan, cluster: Cluster):
+    """Gradient averaging runs over dp x cp ranks; with cp next to tp in the rank order
+    the combined group spans what the dp group spans, with cp times the members."""
+    from simplan.plan.placement import GroupSpan
+
+    dp = group_span(plan, cluster, "dp")
+    cp = group_span(plan, cluster, "cp")
+    return GroupSpan(size=dp.size * cp.size, nodes=dp.nodes * cp.nodes,
+                     ranks_per_node=dp.ranks_per_node * cp.ranks_per_node)
