@@ -67,6 +67,7 @@ class Engine:
         # folding: a blocking collective alone on its links takes its idle time, so a
         # run of steps collapses into one timeout with exactly the same result
         self.fold = program.exclusive_links and not program.zero3
+        self.overlap_dp = program.dp_comm is not None and self.plan.dp_overlap
         self._p2p: dict[tuple, simpy.Event] = {}
         self._p2p_flight: dict[tuple, tuple[float, float]] = {}
         self._barriers: dict[tuple, list] = {}
@@ -90,6 +91,11 @@ class Engine:
             self.env.process(self._compute(u))
             self.env.process(self._dp_stream(u))
         self.env.run()
+        # the step ends for all together (the optimizer's global gradient-norm reduction
+        # syncs every stage): a stage that finished early idles in the bubble
+        end = max(u.end_s for u in self.units)
+        for u in self.units:
+            u.acc["bubble"] += end - u.end_s
 
     def _time(self, u: Unit, seconds: float) -> float:
         """A compute duration with the unit's slowdown and, if asked, per-op jitter
@@ -125,7 +131,7 @@ class Engine:
                     yield from self._steps(u, c.recompute, "recompute", f"R{a.microbatch}.c{a.chunk}")
                 last = a.microbatch == self.m - 1 and a.type == "B"
                 yield from self._steps(u, c.bwd, "compute", f"{a.type}{a.microbatch}.c{a.chunk}",
-                                       buckets=last and plan.dp_overlap)
+                                       buckets=last and self.overlap_dp)
                 if a.type == "B":
                     self._memory(u, -c.act_bytes)
                 if a.chunk > 0:
@@ -133,7 +139,7 @@ class Engine:
             else:  # W: weight gradients of the zero-bubble schedule
                 last = a.microbatch == self.m - 1
                 yield from self._steps(u, c.wgrad, "compute", f"W{a.microbatch}.c{a.chunk}",
-                                       buckets=last and plan.dp_overlap)
+                                       buckets=last and self.overlap_dp)
                 self._memory(u, -c.act_bytes)
         # data-parallel synchronization, then the optimizer step
         t0 = env.now

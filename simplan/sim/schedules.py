@@ -69,10 +69,11 @@ def interleaved_1f1b(stage: int, pp: int, m: int, v: int) -> list[Action]:
 def zero_bubble_h1(stage: int, pp: int, m: int) -> list[Action]:
     """ZB-H1 (Qi et al. 2023, "Zero Bubble Pipeline Parallelism", Section 3.1): 1F1B with
     each backward split into I (input gradient, on the critical path) and W (weight
-    gradient). Stage s defers its first pp - 1 - s weight gradients, so the W's fill the
-    cool-down bubble; peak activation memory stays that of 1F1B."""
+    gradient). Only I is on the backward critical path between stages. Stage s defers s
+    weight gradients: the later stages, which in 1F1B idle longest at the end of the
+    step, run their deferred W's there; peak activation memory stays close to 1F1B's."""
     base = one_f_one_b(stage, pp, m)
-    lag = pp - 1 - stage
+    lag = stage
     out: list[Action] = []
     pending: list[int] = []
     for a in base:
