@@ -51,6 +51,10 @@ class HardwareProfile:
     topology: str
     oversubscription: float
     """Leaf-to-spine oversubscription (1.0: non-blocking)."""
+    switch_ports: int = 64
+    """Ports per leaf switch. With ``oversubscription`` o it fixes how many NIC ports one
+    leaf serves, floor(ports * o / (1 + o)): a 40-port HDR switch at o = 1 serves 20 nodes
+    per rail, the DGX A100 SuperPOD scalable unit (used by ``simplan.hardware.cluster``)."""
     # --- software ---
     step_overhead_s: float = 0.0
     """Fixed cost per optimizer step outside the modelled kernels (framework, data loader)."""

@@ -19,7 +19,7 @@ from simplan.hardware.cluster import Cluster
 from simplan.model.graph import RECOMPUTED_KINDS, LayerGraph
 from simplan.model.layer import Layer
 from simplan.plan.partition import uniform
-from simplan.plan.placement import group_span, rank_of
+from simplan.plan.placement import group_span, joint_group_ranks, rank_of, span_of
 from simplan.plan.plan import Plan
 from simplan.units import BYTES_PER_ELEMENT
 
@@ -276,11 +276,5 @@ def lower(graph: LayerGraph, plan: Plan, cluster: Cluster, chunks=None) -> Progr
 
 
 def _dp_cp_span(plan: Plan, cluster: Cluster):
-    """Gradient averaging runs over dp x cp ranks; with cp next to tp in the rank order
-    the combined group spans what the dp group spans, with cp times the members."""
-    from simplan.plan.placement import GroupSpan
-
-    dp = group_span(plan, cluster, "dp")
-    cp = group_span(plan, cluster, "cp")
-    return GroupSpan(size=dp.size * cp.size, nodes=dp.nodes * cp.nodes,
-                     ranks_per_node=dp.ranks_per_node * cp.ranks_per_node)
+    """Gradients are averaged over the data- and context-parallel ranks together."""
+    return span_of(joint_group_ranks(plan, ("dp", "cp")), cluster)
