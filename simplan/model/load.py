@@ -32,7 +32,7 @@ def load_model(section: dict | str, where: str = "model") -> ModelSpec:
     require(not unknown, f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(SPEC_FIELDS)}")
     base: dict = {}
     if preset is not None:
-        if preset not in PRESETS:
+        if not isinstance(preset, str) or preset not in PRESETS:
             raise SimplanError(f"{where}.preset: unknown preset {preset!r}; known: {', '.join(model_names())}")
         base = dict(PRESETS[preset], name=preset)
     merged = {**base, **fields}

@@ -1,0 +1,268 @@
+"""The ``simplan`` command: parse, call the library, print.
+
+Each command is a small function over one library module; results go to stdout (``--json``
+for machines: one object per line), errors to stderr. A user mistake
+(:class:`SimplanError`) is one line ``error: <message>`` and exit status 2; anything
+else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+import yaml
+
+from simplan.errors import SimplanError, require
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,  # a bug shows Python's plain traceback
+    help="Plan and simulate data / tensor / pipeline parallel training before renting the cluster.",
+)
+
+EXIT_USER_ERROR = 2
+
+
+def _console():
+    from rich.console import Console
+
+    # wide enough for the tables when piped (rich defaults to 80 columns off a terminal)
+    return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160)
+
+
+def _echo_json(obj: dict) -> None:
+    typer.echo(json.dumps(obj, allow_nan=False))
+
+
+# --- simulate ------------------------------------------------------------------------------
+
+def parse_slow_ranks(values: list[str]) -> dict[int, float]:
+    """``--slow-rank RANK:FACTOR`` (repeatable): rank ``RANK`` runs ``FACTOR`` times slower."""
+    out: dict[int, float] = {}
+    for text in values:
+        rank_text, sep, factor_text = text.partition(":")
+        try:
+            rank, factor = int(rank_text), float(factor_text)
+        except ValueError:
+            raise SimplanError(f"--slow-rank: expected RANK:FACTOR (e.g. 3:1.5), got {text!r}") from None
+        require(sep == ":", f"--slow-rank: expected RANK:FACTOR (e.g. 3:1.5), got {text!r}")
+        require(rank >= 0, f"--slow-rank: rank must be >= 0, got {rank}")
+        require(factor > 0 and factor != float("inf"), f"--slow-rank: factor must be > 0 and finite, got {factor}")
+        require(rank not in out, f"--slow-rank: rank {rank} given twice")
+        out[rank] = factor
+    return out
+
+
+@app.command()
+def simulate(
+    scenarios: list[Path] = typer.Argument(..., help="Scenario files (YAML or JSON)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per scenario per line."),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="Write a Chrome/Perfetto trace (one scenario)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed for jitter."),
+    jitter: float = typer.Option(0.0, "--jitter", help="Relative per-operation jitter (standard deviation)."),
+    steps: int = typer.Option(1, "--steps", help="Optimizer steps to simulate."),
+    slow_rank: list[str] = typer.Option([], "--slow-rank", help="RANK:FACTOR, a straggler (repeatable)."),
+) -> None:
+    """Simulate one training step of each scenario."""
+    from simplan.scenario import load_scenario
+    from simplan.sim import simulate as run
+
+    require(jitter >= 0 and jitter != float("inf"), f"--jitter: must be >= 0 and finite, got {jitter}")
+    require(steps >= 1, f"--steps: must be >= 1, got {steps}")
+    require(trace is None or len(scenarios) == 1,
+            f"--trace: writes one trace, give one scenario (got {len(scenarios)})")
+    slow = parse_slow_ranks(slow_rank)
+    for path in scenarios:
+        scenario = load_scenario(path)
+        for rank in slow:
+            require(rank < scenario.gpus, f"--slow-rank: rank {rank} does not exist in {path} ({scenario.gpus} GPUs)")
+        result = run(scenario, seed=seed, jitter=jitter, steps=steps, slow_ranks=slow or None,
+                     trace=trace is not None)
+        if as_json:
+            _echo_json(result.to_json())
+        else:
+            _print_result(str(path), result.to_json())
+        if trace is not None:
+            _write_trace(trace, result.trace or [])
+
+
+def _write_trace(path: Path, events: list) -> None:
+    from simplan.sim.trace import write_trace
+
+    try:
+        write_trace(events, path)
+    except OSError as e:
+        raise SimplanError(f"--trace: cannot write {path} ({e.strerror})") from None
+
+
+def _bytes(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.2f} MiB"
+
+
+def _print_result(name: str, r: dict) -> None:
+    from rich.table import Table
+
+    from simplan.sim.result import BREAKDOWN_KEYS
+
+    mem = r["memory"]
+    table = Table(title=f"{name}  (engine: {r['engine']})", show_header=False)
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_row("step time", f"{r['step_time_s']:.4g} s")
+    table.add_row("throughput", f"{r['tokens_per_s']:,.0f} tokens/s, {r['samples_per_s']:,.4g} samples/s")
+    table.add_row("model TFLOP/s per GPU", f"{r['model_tflops_per_gpu']:.4g} (MFU {100 * r['mfu']:.1f}%)")
+    table.add_row("hardware TFLOP/s per GPU", f"{r['hardware_tflops_per_gpu']:.4g}")
+    fits = "fits" if mem["fits"] else f"DOES NOT FIT: {_bytes(mem.get('shortfall_bytes', 0))} short"
+    table.add_row("memory per GPU", f"{_bytes(mem['peak_bytes_per_gpu'])} of {_bytes(mem['capacity_bytes'])}, {fits}")
+    for key, value in mem["breakdown"].items():
+        table.add_row(f"  {key}", _bytes(value))
+    for key, value in r["breakdown_s"].items():
+        if key in BREAKDOWN_KEYS or value:
+            table.add_row(f"time: {key}", f"{value:.4g} s")
+    if r.get("distribution"):
+        d = r["distribution"]
+        table.add_row("step time p50 / p99", f"{d['p50_s']:.4g} / {d['p99_s']:.4g} s over {d['steps']} steps")
+    table.add_row("events", f"{r['events']:,} ({r['sim_wall_s']:.2f} s wall)")
+    _console().print(table)
+
+
+# --- models, hardware ---------------------------------------------------------------------
+
+@app.command()
+def models(as_json: bool = typer.Option(False, "--json", help="One JSON object per preset per line.")) -> None:
+    """List the model presets."""
+    from simplan.model import build_graph, load_model, model_names
+
+    rows = []
+    for name in model_names():
+        spec = load_model(name)
+        rows.append({"name": name, "family": spec.family, "params": build_graph(spec).params,
+                     "layers": spec.layers, "hidden": spec.hidden, "heads": spec.heads, "seq_len": spec.seq_len})
+    if as_json:
+        for row in rows:
+            _echo_json(row)
+        return
+    from rich.table import Table
+
+    table = Table("preset", "family", "params", "layers", "hidden", "heads", "seq_len")
+    for row in rows:
+        table.add_row(row["name"], row["family"], f"{row['params'] / 1e9:.2f} B", str(row["layers"]),
+                      str(row["hidden"] or "-"), str(row["heads"] or "-"), str(row["seq_len"]))
+    _console().print(table)
+
+
+@app.command()
+def hardware(as_json: bool = typer.Option(False, "--json", help="One JSON object per profile per line.")) -> None:
+    """List the hardware profiles with their key numbers."""
+    from simplan.hardware.load import hardware_names, load_hardware
+
+    rows = []
+    for name in hardware_names():
+        p = load_hardware(name)
+        rows.append({"name": name, "peak_tflops": {k: v / 1e12 for k, v in p.peak_flops_per_s.items()},
+                     "hbm_gib": p.hbm_bytes / 2**30, "hbm_gbyte_per_s": p.hbm_bytes_per_s / 1e9,
+                     "gpus_per_node": p.gpus_per_node, "fabric": p.fabric,
+                     "intra_gbyte_per_s": p.intra_bytes_per_s / 1e9, "nics_per_node": p.nics_per_node,
+                     "nic_gbit_per_s": p.nic_bytes_per_s * 8 / 1e9})
+    if as_json:
+        for row in rows:
+            _echo_json(row)
+        return
+    from rich.table import Table
+
+    table = Table("profile", "dense TFLOP/s", "HBM", "HBM GB/s", "node", "in-node GB/s", "NICs per node")
+    for r in rows:
+        peaks = ", ".join(f"{k} {v:g}" for k, v in r["peak_tflops"].items())
+        table.add_row(r["name"], peaks, f"{r['hbm_gib']:g} GiB", f"{r['hbm_gbyte_per_s']:g}",
+                      f"{r['gpus_per_node']} x {r['fabric']}", f"{r['intra_gbyte_per_s']:g}",
+                      f"{r['nics_per_node']} x {r['nic_gbit_per_s']:g} Gbit/s")
+    _console().print(table)
+
+
+# --- validate ------------------------------------------------------------------------------
+
+@app.command()
+def validate(scenario: Path = typer.Argument(..., help="Scenario file (YAML or JSON).")) -> None:
+    """Print "ok", or every problem of the scenario's plan (exit status 2)."""
+    from simplan.cost.memory import scenario_memory
+    from simplan.scenario import load_scenario, scenario_problems
+
+    s = load_scenario(scenario, check=False)
+    found = scenario_problems(s)
+    if not found:
+        mem = scenario_memory(s)
+        if not mem.fits:
+            gib = 2**30
+            found.append(f"memory: stage {mem.peak_stage} needs {mem.peak_bytes_per_gpu / gib:.2f} GiB per GPU, "
+                         f"{mem.shortfall_bytes / gib:.2f} GiB more than the {mem.capacity_bytes / gib:.2f} GiB "
+                         f"of {s.hardware.name}")
+    if found:
+        for problem in found:
+            typer.echo(f"{scenario}: {problem}")
+        raise typer.Exit(EXIT_USER_ERROR)
+    typer.echo("ok")
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def _cli_errors() -> tuple[type[Exception], ...]:
+    """Usage errors of the option parser: typer >= 0.2x has its own, older typer raises click's."""
+    found: list[type[Exception]] = []
+    try:
+        from typer.exceptions import TyperException
+
+        found.append(TyperException)
+    except ImportError:  # pragma: no cover - older typer
+        pass
+    try:
+        import click
+
+        found.append(click.ClickException)
+    except ImportError:  # pragma: no cover - typer without click
+        pass
+    return tuple(found)
+
+
+def _aborts() -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = [typer.Abort]
+    try:
+        import click
+
+        found.append(click.exceptions.Abort)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(found)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns the exit status (0 ok, 2 user error)."""
+    try:
+        code = app(args=argv, prog_name="simplan", standalone_mode=False)
+    except SimplanError as e:
+        typer.echo(f"error: {_one_line(str(e))}", err=True)
+        return EXIT_USER_ERROR
+    except _cli_errors() as e:
+        typer.echo(f"error: {_one_line(e.format_message())}", err=True)  # type: ignore[attr-defined]
+        return EXIT_USER_ERROR
+    except yaml.YAMLError as e:
+        typer.echo(f"error: malformed YAML: {_one_line(str(e))}", err=True)
+        return EXIT_USER_ERROR
+    except FileNotFoundError as e:
+        typer.echo(f"error: no such file: {e.filename}", err=True)
+        return EXIT_USER_ERROR
+    except _aborts():
+        typer.echo("error: aborted", err=True)
+        return 130
+    return code if isinstance(code, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
