@@ -189,10 +189,12 @@ class Engine:
                     fill = self._fill_bucket(u, fill + grad, start + offset)
                 if fill > 0:
                     u.dp_queue.put((start + total, fill, "grads"))
+            self._record(u, label, "compute", start, total, {"category": category})
             yield env.timeout(total)
             u.acc[category] += compute
             u.acc["tp_comm_exposed"] += tp
             return
+        start = env.now
         bucket_fill = 0.0
         for i, st in enumerate(steps):
             if st.gather is not None:
@@ -218,6 +220,7 @@ class Engine:
                 bucket_fill = self._fill_bucket(u, bucket_fill + st.grad_bytes, env.now)
         if buckets and bucket_fill > 0:
             u.dp_queue.put((env.now, bucket_fill, "grads"))
+        self._record(u, label, "compute", start, env.now - start, {"category": category})
 
     def _phase_totals(self, steps: tuple[Step, ...]) -> tuple[float, float, float, list]:
         key = id(steps)

@@ -17,14 +17,16 @@ def chrome_trace(engine, step_time_s: float) -> list[dict]:
         events.append({"ph": "M", "pid": pid, "name": "process_name",
                        "args": {"name": f"replica {u.replica} stage {u.stage}"}})
         events.append({"ph": "M", "pid": pid, "name": "process_sort_index", "args": {"sort_index": pid}})
+        used = {track for _, track, _, _, _ in u.trace}
         for tid, track in enumerate(TRACKS):
-            events.append({"ph": "M", "pid": pid, "tid": tid, "name": "thread_name", "args": {"name": track}})
+            if track in used and track != "memory":
+                events.append({"ph": "M", "pid": pid, "tid": tid, "name": "thread_name", "args": {"name": track}})
         for name, track, start, dur, args in u.trace:
             if track == "memory":
                 events.append({"ph": "C", "pid": pid, "name": "activation bytes", "ts": start * 1e6,
                                "args": {"bytes": dur}})
                 continue
-            cat = "bubble" if name == "wait" else track
+            cat = "bubble" if name == "wait" else args.get("category", track)
             events.append({"ph": "X", "pid": pid, "tid": TRACKS.index(track), "name": name, "cat": cat,
                            "ts": start * 1e6, "dur": dur * 1e6, "args": args})
     return events
