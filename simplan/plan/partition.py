@@ -57,3 +57,70 @@ def uniform(graph: LayerGraph, chunks: int) -> Chunks:
 
 def stage_of_chunk(chunk: int, pp: int) -> int:
     return chunk % pp
+
+
+# --- balanced partitions (the planner's layer-to-stage dynamic program) -------------------------
+
+def units(graph: LayerGraph) -> list[list[Layer]]:
+    """The layer order grouped into the units a pipeline cut may fall between."""
+    return _blocks(graph)
+
+
+def sizes_of(graph: LayerGraph, chunks: Chunks) -> tuple[int, ...]:
+    """Units per chunk of a partition whose chunks are runs of whole units."""
+    starts = {id(u[0]): i for i, u in enumerate(_blocks(graph))}
+    firsts = [starts[id(chunk[0])] for chunk in chunks] + [len(starts)]
+    return tuple(b - a for a, b in zip(firsts, firsts[1:]))
+
+
+def from_sizes(graph: LayerGraph, sizes) -> Chunks:
+    """The partition with ``sizes[c]`` consecutive units in chunk ``c``."""
+    all_units = _blocks(graph)
+    if sum(sizes) != len(all_units) or min(sizes, default=0) < 1:
+        raise ValueError(f"chunk sizes {tuple(sizes)} do not cover the {len(all_units)} units once")
+    out, start = [], 0
+    for size in sizes:
+        out.append(tuple(layer for unit in all_units[start:start + size] for layer in unit))
+        start += size
+    return tuple(out)
+
+
+def balanced_sizes(unit_cost, chunks: int, fits=None) -> tuple[int, ...] | None:
+    """Units per chunk minimizing the slowest chunk: the linear-partition dynamic program
+    (Skiena, "The Algorithm Design Manual", Section 8.5; as PipeDream's optimizer splits
+    layers over stages, Narayanan et al. 2019, Section 3.1):
+
+        best[c][j] = min over i < j of max(best[c-1][i], cost(i, j)),   cost(i, j) = sum unit_cost[i:j]
+
+    where chunk ``c`` may hold units i..j-1 only if ``fits(c, i, j)`` (a vectorized test:
+    arrays of starts and ends in, booleans out; e.g. the stage's memory limit). Every
+    chunk gets at least one unit. Ties go to the earliest cut, so the result is
+    deterministic. None if no partition satisfies ``fits``.
+    """
+    import numpy as np
+
+    cost = np.asarray(unit_cost, dtype=float)
+    n = len(cost)
+    if chunks > n:
+        return None
+    prefix = np.concatenate(([0.0], np.cumsum(cost)))
+    i_idx, j_idx = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+    segment = prefix[j_idx] - prefix[i_idx]
+    valid = i_idx < j_idx
+    inf = np.inf
+    best = np.where(valid[0] & (fits(0, i_idx[0], j_idx[0]) if fits else True), segment[0], inf)
+    choices = []
+    for c in range(1, chunks):
+        ok = valid if fits is None else valid & fits(c, i_idx, j_idx)
+        candidate = np.where(ok, np.maximum(best[:, None], segment), inf)
+        arg = candidate.argmin(axis=0)
+        best = candidate[arg, np.arange(n + 1)]
+        choices.append(arg)
+    if not np.isfinite(best[n]):
+        return None
+    ends = [n]
+    for arg in reversed(choices):
+        ends.append(int(arg[ends[-1]]))
+    ends.append(0)
+    ends.reverse()
+    return tuple(b - a for a, b in zip(ends, ends[1:]))
