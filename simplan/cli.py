@@ -207,6 +207,142 @@ def validate(scenario: Path = typer.Argument(..., help="Scenario file (YAML or J
     typer.echo("ok")
 
 
+# --- plan, export (logic in simplan.search and simplan.report) ---------------------------------
+
+@app.command()
+def plan(
+    model: str = typer.Option(..., "--model", help="Model preset, or a YAML/JSON file with a model section."),
+    hardware: str = typer.Option(..., "--hardware", help="Hardware profile name or file."),
+    gpus: int = typer.Option(..., "--gpus", help="GPUs in the cluster."),
+    global_batch: int = typer.Option(..., "--global-batch", help="Sequences per optimizer step."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Override the model's sequence length."),
+    tp: Optional[str] = typer.Option(None, "--tp", help="Fix tensor parallelism (e.g. 8, or 4,8)."),
+    pp: Optional[str] = typer.Option(None, "--pp", help="Fix pipeline stages."),
+    dp: Optional[str] = typer.Option(None, "--dp", help="Fix data parallelism."),
+    cp: Optional[str] = typer.Option(None, "--cp", help="Fix context parallelism."),
+    ep: Optional[str] = typer.Option(None, "--ep", help="Fix expert parallelism."),
+    micro_batch: Optional[str] = typer.Option(None, "--micro-batch", help="Fix the micro-batch size."),
+    virtual_stages: Optional[str] = typer.Option(None, "--virtual-stages", help="Fix virtual stages per rank."),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help="gpipe, 1f1b, interleaved-1f1b, zero-bubble."),
+    recompute: Optional[str] = typer.Option(None, "--recompute", help="none, selective, full."),
+    sequence_parallel: Optional[str] = typer.Option(None, "--sequence-parallel", help="true or false."),
+    zero_stage: Optional[str] = typer.Option(None, "--zero-stage", help="0..3."),
+    dp_sync: Optional[str] = typer.Option(None, "--dp-sync", help="allreduce or parameter-server."),
+    tp_inside_node: Optional[str] = typer.Option(None, "--tp-inside-node", help="true or false."),
+    max_tp: Optional[int] = typer.Option(None, "--max-tp", help="Largest tp (default: GPUs per node)."),
+    max_pp: Optional[int] = typer.Option(None, "--max-pp", help="Largest pp."),
+    max_cp: Optional[int] = typer.Option(None, "--max-cp", help="Largest cp (default 1 below 8192 tokens)."),
+    max_micro_batch: Optional[int] = typer.Option(None, "--max-micro-batch", help="Largest micro-batch."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, tf32, fp16, bf16, fp8."),
+    no_dp_overlap: bool = typer.Option(False, "--no-dp-overlap", help="Reduce gradients after the backward."),
+    top_k: int = typer.Option(32, "--top-k", help="Plans to simulate with the SimPy engine."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Processes (default: every core)."),
+    price_per_gpu_hour: Optional[float] = typer.Option(None, "--price-per-gpu-hour", help="Adds cost per step."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object: plans, considered, simulated, ..."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the best plan as a scenario file."),
+) -> None:
+    """Search the plans of a model on a cluster; print the fastest that fit."""
+    from simplan.report.table import print_plan_result, progress_bar
+    from simplan.search.inputs import cluster_from_flags, constraints_from_flags, model_from_flag, write_scenario
+    from simplan.search.search import search
+
+    spec = model_from_flag(model, seq_len)
+    cluster = cluster_from_flags(hardware, gpus)
+    constraints = constraints_from_flags(
+        tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, micro_batch=micro_batch, virtual_stages=virtual_stages, schedule=schedule,
+        recompute=recompute, sequence_parallel=sequence_parallel, zero_stage=zero_stage, dp_sync=dp_sync,
+        tp_inside_node=tp_inside_node, max_tp=max_tp, max_pp=max_pp, max_cp=max_cp, max_micro_batch=max_micro_batch,
+        precision=precision, dp_overlap=not no_dp_overlap)
+    with progress_bar(sys.stderr.isatty()) as progress:
+        result = search(spec, cluster, global_batch, constraints=constraints, top_k=top_k, workers=workers,
+                        progress=progress, price_per_gpu_hour=price_per_gpu_hour, hardware_ref=hardware)
+    if out is not None:
+        note = None if result.uniform[0] else (
+            f"the search balanced layers as {list(result.partitions[0])} units per chunk; this file holds the "
+            "plan only, so simulating it uses the uniform partition")
+        write_scenario(result.best[0], out, note)
+    if as_json:
+        _echo_json(result.to_json())
+    else:
+        title = f"{spec.name} on {gpus} x {cluster.profile.name}, global batch {global_batch}"
+        print_plan_result(result, title, _console())
+
+
+@app.command()
+def export(
+    scenario: Path = typer.Argument(..., help="Scenario file (YAML or JSON), e.g. from simplan plan --out."),
+    fmt: str = typer.Option(..., "--format", help="megatron, torchtitan or deepspeed."),
+) -> None:
+    """Print the launch arguments / config file of a framework for the scenario's plan."""
+    from simplan.report.export import export as make
+    from simplan.scenario import load_scenario
+
+    result = make(load_scenario(scenario), fmt)
+    typer.echo(result.text, nl=False)
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
+
+
+# --- executor: run, verify, calibrate (logic in simplan.execute.commands) --------------------
+
+@app.command()
+def run(
+    scenario: Path = typer.Argument(..., help="Scenario file (YAML or JSON)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the measurement (JSON) to this file."),
+    steps: int = typer.Option(5, "--steps", help="Measured optimizer steps."),
+    warmup: int = typer.Option(2, "--warmup", help="Warm-up steps before measuring."),
+    device: str = typer.Option("cpu", "--device", help="cpu (gloo) or cuda (NCCL)."),
+    timeout_s: float = typer.Option(600.0, "--timeout", help="Seconds before every rank is stopped."),
+    max_ranks: Optional[int] = typer.Option(None, "--max-ranks", help="Ranks this host may run."),
+    nnodes: int = typer.Option(1, "--nnodes", help="Nodes (torchrun rendezvous)."),
+    node_rank: int = typer.Option(0, "--node-rank", help="This node's rank."),
+    rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint", help="host:port of node 0."),
+) -> None:
+    """Run a scenario's plan for real with torch.distributed (torchrun)."""
+    from simplan.execute.commands import run_command
+
+    result = run_command(scenario, out, steps, warmup, device, timeout_s, max_ranks, 1, nnodes, node_rank,
+                         rdzv_endpoint)
+    _echo_json(result)
+
+
+@app.command()
+def verify(
+    scenarios: list[Path] = typer.Argument(..., help="Scenario files (YAML or JSON)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object: rows, mape, kendall_tau."),
+    hardware_profile: Optional[str] = typer.Option(None, "--hardware", help="Profile replacing the scenarios'."),
+    steps: int = typer.Option(10, "--steps", help="Measured optimizer steps per scenario."),
+    warmup: int = typer.Option(3, "--warmup", help="Warm-up steps per scenario."),
+    device: str = typer.Option("cpu", "--device", help="cpu (gloo) or cuda (NCCL)."),
+    timeout_s: float = typer.Option(600.0, "--timeout", help="Seconds per scenario run."),
+    max_ranks: Optional[int] = typer.Option(None, "--max-ranks", help="Ranks this host may run."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON object to this file."),
+) -> None:
+    """Run scenarios on the executor and the simulator; print predicted vs measured."""
+    from simplan.execute.commands import verify_command
+    from simplan.execute.verify import format_table
+
+    summary = verify_command(scenarios, hardware_profile, steps, warmup, device, timeout_s, max_ranks, out)
+    typer.echo(json.dumps(summary, allow_nan=False) if as_json else format_table(summary))
+
+
+@app.command()
+def calibrate(
+    local: bool = typer.Option(False, "--local", help="Microbenchmark this host (torch, gloo)."),
+    from_runs: Optional[Path] = typer.Option(None, "--from-runs", help="Fit a profile to measured runs."),
+    out: Path = typer.Option(..., "--out", help="Profile file to write (YAML)."),
+) -> None:
+    """Write a calibrated hardware profile."""
+    require(local != (from_runs is not None), "calibrate: give exactly one of --local or --from-runs")
+    if local:
+        from simplan.execute.commands import calibrate_local_command
+
+        calibrate_local_command(out)
+        return
+    # hook: calibration from measured runs (simplan.calibrate) registers here
+    raise SimplanError("calibrate --from-runs: not implemented yet")
+
+
 # --- entry point ---------------------------------------------------------------------------
 
 def _one_line(message: str) -> str:

@@ -11,6 +11,15 @@ plus the kernel launch gap:
 ``peak * matmul_efficiency`` at F = F_half: small matmuls cannot fill the GPU.
 Backward runs ``bwd_factor`` times the forward work in ``bwd_factor`` kernels' worth
 of fixed cost (grad-input and grad-weight for a matmul).
+
+``kernel_overhead_s`` is the host's launch-to-launch gap (framework dispatch and kernel
+launch). A GPU runs kernels asynchronously from the host that queues them (CUDA stream
+semantics), so over a run of ops the launches hide behind longer kernels and the run
+takes max(sum of device times, sum of launch gaps), the host-bound regime of small
+kernels (PyTorch docs, "CUDA semantics: asynchronous execution": GPU operations are
+enqueued and run later; the vTrain A100 runs of small GPT models show it: a floor of
+~3.4 ms per layer and micro-batch that does not move with tp 1-4 or micro-batch 1-2).
+A host device (fabric ``host``) runs each op synchronously: device time plus gap, op by op.
 """
 
 from __future__ import annotations
@@ -48,7 +57,7 @@ def _act_scale(plan: Plan) -> float:
 
 def op_time_s(op: Op, plan: Plan, hw: HardwareProfile, backward: bool = False) -> float:
     work = op.bwd_factor if backward else 1.0
-    kernels = max(1.0, round(op.bwd_factor)) if backward else 1.0
+    kernels = _kernels(op, backward)
     split = shard_factor(op.sharding, plan) * plan.cp
     per_rank_samples = plan.micro_batch / split
     # expert parallelism moves tokens, not work: each rank still runs tokens x top_k of expert math
@@ -63,11 +72,26 @@ def op_time_s(op: Op, plan: Plan, hw: HardwareProfile, backward: bool = False) -
     return max(math_s, memory_s) + kernels * hw.kernel_overhead_s
 
 
+def _kernels(op: Op, backward: bool) -> float:
+    return max(1.0, round(op.bwd_factor)) if backward else 1.0
+
+
+def ops_time_s(ops, plan: Plan, hw: HardwareProfile, backward: bool = False) -> float:
+    """Time of a run of ops on one rank: max(device time, launch gaps) on an asynchronous
+    accelerator, their sum on a host device (see the module docstring)."""
+    ops = tuple(ops)
+    if hw.fabric == "host":
+        return sum(op_time_s(op, plan, hw, backward) for op in ops)
+    launches = sum(_kernels(op, backward) for op in ops) * hw.kernel_overhead_s
+    device = sum(op_time_s(op, plan, hw, backward) for op in ops) - launches
+    return max(device, launches)
+
+
 def layer_time(layer: Layer, plan: Plan, hw: HardwareProfile) -> LayerTime:
     """Forward and backward time of one micro-batch through ``layer`` on one rank."""
     return LayerTime(
-        fwd_s=sum(op_time_s(op, plan, hw) for op in layer.ops),
-        bwd_s=sum(op_time_s(op, plan, hw, backward=True) for op in layer.ops),
+        fwd_s=ops_time_s(layer.ops, plan, hw),
+        bwd_s=ops_time_s(layer.ops, plan, hw, backward=True),
     )
 
 

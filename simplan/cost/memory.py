@@ -44,9 +44,9 @@ _FP32 = {"weights": 4, "gradients": 4, "optimizer": 8}
 
 ACTIVATION_SCALE = {"fp32": 2.0, "tf32": 2.0, "fp16": 1.0, "bf16": 1.0, "fp8": 1.0}
 """Activation bytes relative to the graph's 16-bit convention (Korthikanti et al. 2022,
-Section 4.1). tf32 stores fp32 tensors. The 1-byte dropout masks and the head's fp32
-logits are scaled too: a small overestimate for fp32 runs. fp8 runs keep their saved
-activations in 16 bits (Transformer Engine's default), hence 1."""
+Section 4.1). tf32 stores fp32 tensors. The 1-byte dropout masks are scaled too: a
+small overestimate for fp32 runs (the head's fp32 logits are not: ``act_fp32_bytes``).
+fp8 runs keep their saved activations in 16 bits (Transformer Engine's default), hence 1."""
 
 
 def model_state_bytes(params: float, precision: str, zero_stage: int, shard: int) -> dict[str, float]:
@@ -82,7 +82,8 @@ def layer_activation_bytes(layer: Layer, plan: Plan) -> float:
         per_sample = saved.get("sp", 0.0) / sp_div + saved.get("tp", 0.0) / t + saved.get("none", 0.0)
         if plan.recompute == "none":
             per_sample += layer.act_core_bytes / t
-    return per_sample * plan.micro_batch * ACTIVATION_SCALE[plan.precision] / plan.cp
+    fp32 = layer.act_fp32_bytes / t  # the loss's fp32 logits: the same bytes at any precision
+    return (per_sample * ACTIVATION_SCALE[plan.precision] + fp32) * plan.micro_batch / plan.cp
 
 
 def activation_bytes_per_microbatch(layers: Sequence[Layer], plan: Plan) -> float:

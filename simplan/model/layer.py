@@ -58,6 +58,9 @@ class Layer:
     """The attention-core part of the saved activations (softmax, its dropout mask and
     output: 5*a*s^2 per sample in Korthikanti et al.), sharded by tp; selective
     recomputation drops it."""
+    act_fp32_bytes: float = 0.0
+    """Saved bytes per sample that are fp32 whatever the precision (the loss's logits),
+    sharded by tp; not rescaled for the precision."""
     input_bytes: float = 0.0
     """Bytes of the layer's input per sample (16-bit): what full recomputation keeps
     (Korthikanti et al. 2022, Section 4.3: 2*s*b*h per transformer layer)."""
@@ -94,4 +97,4 @@ class Layer:
     @property
     def act_saved_total_bytes(self) -> float:
         """Saved activations per sample with no parallelism and no recomputation."""
-        return sum(self.act_saved_bytes.values()) + self.act_core_bytes
+        return sum(self.act_saved_bytes.values()) + self.act_core_bytes + self.act_fp32_bytes

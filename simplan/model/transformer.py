@@ -188,7 +188,8 @@ def head(spec: ModelSpec) -> Layer:
         params=(0 if spec.tied_embeddings else v * h) + (2 if spec.family in ("gpt", "bert") else 1) * h,
         # final norm input and logits input (replicated), fp32 logits for the loss:
         # 4 s v / t (Korthikanti et al. 2022, Section 4.4)
-        act_saved_bytes={"sp": 2 * ACT * s * h, "tp": 4 * s * v},
+        act_saved_bytes={"sp": 2 * ACT * s * h},
+        act_fp32_bytes=4 * s * v,
         output_bytes=4.0,
         # the logits input is copied to every rank: its gradient is all-reduced (f operator)
         tp_bwd_allreduce_bytes=ACT * s * h,

@@ -470,5 +470,5 @@ def sizes_from_bounds(bounds) -> tuple[int, ...]:
 def _layer_key(layer) -> tuple:
     """Everything of a layer its costs depend on (its name aside)."""
     return (layer.kind, layer.ops, layer.params, layer.params_sharding, tuple(sorted(layer.act_saved_bytes.items())),
-            layer.act_core_bytes, layer.input_bytes, layer.output_bytes, layer.tp_fwd_allreduce_bytes,
+            layer.act_core_bytes, layer.act_fp32_bytes, layer.input_bytes, layer.output_bytes, layer.tp_fwd_allreduce_bytes,
             layer.tp_bwd_allreduce_bytes, layer.cp_kv_bytes, layer.a2a_bytes, layer.experts)

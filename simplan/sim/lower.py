@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from simplan.cost import collectives as coll
-from simplan.cost.compute import layer_time, op_time_s, optimizer_time_s, shard_factor
+from simplan.cost.compute import layer_time, ops_time_s, optimizer_time_s, shard_factor
+from simplan.cost.memory import activation_bytes_per_microbatch
 from simplan.hardware.cluster import Cluster
 from simplan.model.graph import RECOMPUTED_KINDS, LayerGraph
 from simplan.model.layer import Layer
@@ -126,12 +127,13 @@ def _steps(layers: tuple[Layer, ...], plan: Plan, hw, spans, backward: bool, par
     act = max(BYTES_PER_ELEMENT[plan.precision], 2) / 2
     for layer in (reversed(layers) if backward else layers):
         if backward:
+            weight = ops_time_s((op for op in layer.ops if op.weight_bytes > 0), plan, hw)
             if part == "weight":
-                compute = sum(op_time_s(op, plan, hw) for op in layer.ops if op.weight_bytes > 0)
+                compute = weight
             else:
                 compute = layer_time(layer, plan, hw).bwd_s
                 if part == "input":
-                    compute -= sum(op_time_s(op, plan, hw) for op in layer.ops if op.weight_bytes > 0)
+                    compute = max(0.0, compute - weight)
         else:
             compute = layer_time(layer, plan, hw).fwd_s
         comms = []
@@ -179,7 +181,7 @@ def _recompute_steps(layers: tuple[Layer, ...], plan: Plan, hw, spans) -> tuple[
         # (Korthikanti et al. 2022, Section 2; Chen et al. 2016)
         return _steps(recomputed, plan, hw, spans, backward=False)
     # selective: only the attention core (Korthikanti et al. 2022, Section 4.2.1)
-    return tuple(Step(layer.name, sum(op_time_s(op, plan, hw) for op in layer.ops if op.kind == "attention"))
+    return tuple(Step(layer.name, ops_time_s((op for op in layer.ops if op.kind == "attention"), plan, hw))
                  for layer in recomputed if any(op.kind == "attention" for op in layer.ops))
 
 
@@ -196,17 +198,7 @@ def _grad_bytes(plan: Plan) -> int:
 
 def _act_keep_bytes(layers: tuple[Layer, ...], plan: Plan) -> float:
     """Per micro-batch bytes kept for backward (the trace's memory counter)."""
-    act = max(BYTES_PER_ELEMENT[plan.precision], 2) / 2
-    total = 0.0
-    for layer in layers:
-        if plan.recompute == "full" and layer.kind in RECOMPUTED_KINDS:
-            total += layer.input_bytes / shard_factor("sp", plan)
-            continue
-        for cls, b in layer.act_saved_bytes.items():
-            total += b / shard_factor(cls, plan)
-        if plan.recompute != "selective":
-            total += layer.act_core_bytes / plan.tp
-    return total * plan.micro_batch / plan.cp * act
+    return activation_bytes_per_microbatch(layers, plan)
 
 
 def lower(graph: LayerGraph, plan: Plan, cluster: Cluster, chunks=None) -> Program:

@@ -1,0 +1,131 @@
+"""Verify: run scenarios on the torch executor and through the simulator, and compare.
+
+Per scenario: step time (the simulator's ``step_time_s`` against the executor's median
+step time, slowest rank per step) and activation bytes saved for backward per micro-batch
+(``simplan.cost.memory.activation_bytes_per_microbatch`` over each pipeline rank's layers
+against the executor's ``saved_tensors_hooks`` count on that rank; the row keeps the rank
+with the largest relative error). Over the set: the mean absolute step-time error and
+Kendall's tau between predicted and measured step times (the ranking a planner relies on).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from simplan.errors import SimplanError
+from simplan.execute.launch import RunOptions, run_plan
+
+
+def load_for_verify(path: str | Path, hardware: str | None = None):
+    """The scenario at ``path``; ``hardware`` (a profile name or file), when given, replaces
+    the scenario's profile (``--hardware hardware_profiles/local.yaml`` after calibration)."""
+    from simplan.scenario import load_scenario
+
+    if hardware is None:
+        return load_scenario(path)
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise SimplanError(f"{path}: no such scenario file") from None
+    if not isinstance(data, dict):
+        raise SimplanError(f"{path}: expected a mapping with sections model, hardware, cluster, plan")
+    data["hardware"] = hardware
+    return load_scenario(data, where=str(path))
+
+
+def predicted_activation_bytes(scenario) -> list[float]:
+    """Memory-model bytes per micro-batch for each pipeline rank (its chunks' layers)."""
+    from simplan.cost.memory import activation_bytes_per_microbatch
+    from simplan.plan.partition import uniform
+
+    plan = scenario.plan
+    chunks = uniform(scenario.graph, plan.pp * plan.virtual_stages)
+    out = []
+    for stage in range(plan.pp):
+        layers = [layer for c, chunk in enumerate(chunks) if c % plan.pp == stage for layer in chunk]
+        out.append(activation_bytes_per_microbatch(layers, plan))
+    return out
+
+
+def _rel(predicted: float, measured: float) -> float:
+    return (predicted - measured) / measured
+
+
+def verify_one(path: str | Path, opts: RunOptions, hardware: str | None = None) -> dict:
+    from simplan.sim import simulate
+
+    scenario = load_for_verify(path, hardware)
+    result = simulate(scenario)
+    measured = run_plan(scenario.model, scenario.plan, opts)
+    pred_stage = predicted_activation_bytes(scenario)
+    per_rank = []
+    for rank, (meas, stage) in enumerate(zip(measured["activation_bytes_per_rank"], measured["pp_rank_of_rank"])):
+        per_rank.append({"rank": rank, "predicted": pred_stage[stage], "measured": meas,
+                         "error": _rel(pred_stage[stage], meas)})
+    worst = max(per_rank, key=lambda r: abs(r["error"]))
+    return {
+        "scenario": str(path),
+        "predicted_step_time_s": result.step_time_s,
+        "measured_step_time_s": measured["step_time_s"],
+        "step_time_error": _rel(result.step_time_s, measured["step_time_s"]),
+        "measured_step_time_iqr_s": measured["step_time_iqr_s"],
+        "predicted_activation_bytes": worst["predicted"],
+        "measured_activation_bytes": worst["measured"],
+        "activation_error": worst["error"],
+        "activation_per_rank": per_rank,
+        "first_step_loss": measured["first_step_loss"],
+        "loss_per_step": measured["loss_per_step"],
+        "hardware": scenario.hardware.name,
+    }
+
+
+def summarize(rows: list[dict]) -> dict:
+    """MAPE of step time and Kendall's tau of the predicted vs measured ranking."""
+    errors = [abs(r["step_time_error"]) for r in rows]
+    out = {"rows": rows, "mape": sum(errors) / len(errors) if errors else None, "kendall_tau": None,
+           "max_abs_step_time_error": max(errors) if errors else None,
+           "max_abs_activation_error": max((abs(r["activation_error"]) for r in rows), default=None)}
+    if len(rows) >= 2:
+        try:
+            from scipy.stats import kendalltau
+        except ImportError:  # scipy is a dependency of simplan; a bare GPU image may lack it
+            return {**out, "kendall_tau": None, "first_step_loss_spread": _spread(rows)}
+        tau = kendalltau([r["predicted_step_time_s"] for r in rows], [r["measured_step_time_s"] for r in rows])
+        out["kendall_tau"] = None if tau.statistic != tau.statistic else float(tau.statistic)
+    out["first_step_loss_spread"] = _spread(rows)
+    return out
+
+
+def _spread(rows: list[dict]) -> float | None:
+    losses = [r["first_step_loss"] for r in rows]
+    return max(losses) - min(losses) if losses else None
+
+
+def verify(paths: list[str | Path], opts: RunOptions = RunOptions(), hardware: str | None = None,
+           progress=None) -> dict:
+    """Run and simulate every scenario; ``progress(row)`` is called after each."""
+    rows = []
+    for path in paths:
+        row = verify_one(path, opts, hardware)
+        rows.append(row)
+        if progress is not None:
+            progress(row)
+    return summarize(rows)
+
+
+def format_table(summary: dict) -> str:
+    lines = [f"{'scenario':<44} {'pred s':>9} {'meas s':>9} {'err':>7} {'pred act':>10} {'meas act':>10} "
+             f"{'err':>7} {'loss0':>9}"]
+    for r in summary["rows"]:
+        lines.append(f"{Path(r['scenario']).stem:<44} {r['predicted_step_time_s']:9.4f} "
+                     f"{r['measured_step_time_s']:9.4f} {100 * r['step_time_error']:+6.1f}% "
+                     f"{r['predicted_activation_bytes']:10.0f} {r['measured_activation_bytes']:10.0f} "
+                     f"{100 * r['activation_error']:+6.1f}% {r['first_step_loss']:9.6f}")
+    tau = summary["kendall_tau"]
+    lines.append(f"MAPE {100 * summary['mape']:.1f}%  max |err| {100 * summary['max_abs_step_time_error']:.1f}%  "
+                 f"Kendall tau {'n/a' if tau is None else f'{tau:.3f}'}  "
+                 f"max |activation err| {100 * summary['max_abs_activation_error']:.1f}%  "
+                 f"first-step loss spread {summary['first_step_loss_spread']:.2e}")
+    return "\n".join(lines)
