@@ -258,8 +258,7 @@ def plan(
                         progress=progress, price_per_gpu_hour=price_per_gpu_hour, hardware_ref=hardware)
     if out is not None:
         note = None if result.uniform[0] else (
-            f"the search balanced layers as {list(result.partitions[0])} units per chunk; this file holds the "
-            "plan only, so simulating it uses the uniform partition")
+            f"the search balanced layers as {list(result.partitions[0])} units per chunk (plan.partition)")
         write_scenario(result.best[0], out, note)
     if as_json:
         _echo_json(result.to_json())
@@ -329,18 +328,31 @@ def verify(
 @app.command()
 def calibrate(
     local: bool = typer.Option(False, "--local", help="Microbenchmark this host (torch, gloo)."),
-    from_runs: Optional[Path] = typer.Option(None, "--from-runs", help="Fit a profile to measured runs."),
+    from_runs: list[Path] = typer.Option([], "--from-runs", help="Fit a profile to measured runs (CSV; repeatable: "
+                                                                 "half of each file's rows fitted)."),
+    hardware_profile: Optional[str] = typer.Option(None, "--hardware",
+                                                   help="With --from-runs: the profile whose parameters are fitted."),
+    param: list[str] = typer.Option([], "--param", help="With --from-runs: a parameter to fit (repeatable; "
+                                                        "default: the compute and collective set)."),
     out: Path = typer.Option(..., "--out", help="Profile file to write (YAML)."),
+    device: str = typer.Option("cpu", "--device", help="With --local: cpu (gloo, fp32) or cuda (GPU 0, bf16)."),
+    base: Optional[str] = typer.Option(None, "--base", help="With --local: the profile supplying what is not "
+                                                            "measured (default: cpu-host; on cuda the GPU's own)."),
 ) -> None:
     """Write a calibrated hardware profile."""
-    require(local != (from_runs is not None), "calibrate: give exactly one of --local or --from-runs")
+    require(local != bool(from_runs), "calibrate: give exactly one of --local or --from-runs")
+    require(not local or (hardware_profile is None and not param),
+            "calibrate --local: --hardware and --param go with --from-runs")
     if local:
         from simplan.execute.commands import calibrate_local_command
 
-        calibrate_local_command(out)
+        calibrate_local_command(out, base=base, device=device)
         return
-    # hook: calibration from measured runs (simplan.calibrate) registers here
-    raise SimplanError("calibrate --from-runs: not implemented yet")
+    require(hardware_profile is not None, "calibrate --from-runs: --hardware PROFILE is required")
+    from simplan.calibrate.command import calibrate_from_runs
+
+    calibration = calibrate_from_runs(from_runs, hardware_profile, out, parameters=tuple(param) or None)
+    _echo_json({"out": str(out), "calibration": calibration})
 
 
 # --- entry point ---------------------------------------------------------------------------

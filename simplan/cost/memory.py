@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Sequence
 from simplan.hardware.profile import HardwareProfile
 from simplan.model.graph import RECOMPUTED_KINDS, LayerGraph
 from simplan.model.layer import Layer
-from simplan.plan.partition import uniform
+from simplan.plan.partition import plan_chunks
 from simplan.plan.plan import Plan
 
 if TYPE_CHECKING:
@@ -242,7 +242,7 @@ def memory_report(graph: LayerGraph, plan: Plan, profile: HardwareProfile,
     """Memory per GPU of each pipeline stage at its peak (everything counted live at
     once: activations peak at the end of the forwards, when gradients are already
     allocated, as in Megatron-LM and PyTorch DDP). ``chunks``: ``simplan.plan.partition.
-    uniform(graph, pp * virtual_stages)``; chunk c runs on stage c % pp."""
+    plan_chunks(graph, plan)``; chunk c runs on stage c % pp."""
     pp, v = plan.pp, plan.virtual_stages
     shard = plan.dp * plan.cp  # ZeRO shards across the data-parallel (and context-parallel) ranks
     expert_shard = max(shard // plan.ep, 1)  # experts are replicated only across dp*cp / ep ranks
@@ -281,9 +281,9 @@ def memory_report(graph: LayerGraph, plan: Plan, profile: HardwareProfile,
 
 
 def scenario_memory(scenario: "Scenario") -> MemoryReport:
-    """The memory report of a checked scenario, with Megatron-LM's uniform partition."""
+    """The memory report of a checked scenario, with its plan's partition."""
     graph, plan = scenario.graph, scenario.plan
-    return memory_report(graph, plan, scenario.hardware, uniform(graph, plan.pp * plan.virtual_stages))
+    return memory_report(graph, plan, scenario.hardware, plan_chunks(graph, plan))
 
 
 def _comm_buffer_bytes(plan: Plan, graph: LayerGraph, layers: Sequence[Layer],

@@ -26,7 +26,7 @@ from simplan.execute import apply, saved
 from simplan.execute.models import Chunk, build_units, loss_fn
 from simplan.model.load import build_graph
 from simplan.model.spec import ModelSpec
-from simplan.plan.partition import uniform
+from simplan.plan.partition import plan_chunks
 from simplan.plan.plan import Plan
 
 LR = 1e-3
@@ -40,7 +40,7 @@ def unit_of(layer_name: str) -> str:
 def chunk_units(spec: ModelSpec, plan: Plan) -> list[list[str]]:
     """Unit names of each pipeline chunk, from the same partition the simulator uses."""
     out = []
-    for layers in uniform(build_graph(spec), plan.pp * plan.virtual_stages):
+    for layers in plan_chunks(build_graph(spec), plan):
         names: list[str] = []
         for layer in layers:
             if unit_of(layer.name) not in names:

@@ -55,6 +55,13 @@ def uniform(graph: LayerGraph, chunks: int) -> Chunks:
     return tuple(out)
 
 
+def plan_chunks(graph: LayerGraph, plan) -> Chunks:
+    """The chunks a plan runs: its explicit ``partition`` if it has one, else uniform."""
+    if plan.partition:
+        return from_sizes(graph, plan.partition)
+    return uniform(graph, plan.pp * plan.virtual_stages)
+
+
 def stage_of_chunk(chunk: int, pp: int) -> int:
     return chunk % pp
 

@@ -43,6 +43,9 @@ class Plan:
     """Gradient buckets are reduced during the last micro-batch's backward (PyTorch DDP,
     Megatron-LM --overlap-grad-reduce). False: one reduction after the whole backward
     (Megatron-DeepSpeed without gradient buckets, as in the vTrain measurements)."""
+    partition: tuple[int, ...] = ()
+    """Pipeline units per model chunk (a unit: a transformer layer, the embedding, the
+    head, a CNN block), pp x virtual_stages numbers; empty: Megatron-LM's uniform split."""
     tp_inside_node: bool = True
     """Rank placement: tensor-parallel groups on consecutive GPUs of one node (Megatron-LM's
     order tp, cp, dp, pp). False places data-parallel ranks innermost instead."""
@@ -57,7 +60,9 @@ class Plan:
         return self.global_batch // (self.dp * self.micro_batch)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out["partition"] = list(self.partition)
+        return out
 
 
 PLAN_FIELDS = tuple(f.name for f in fields(Plan))
@@ -88,6 +93,12 @@ def load_plan(section: dict, gpus: int | None = None, where: str = "plan") -> Pl
             require(values[key] in choices, f"{where}.{key}: {values[key]!r} is not one of {', '.join(choices)}")
     require("zero_stage" not in values or values["zero_stage"] <= 3,
             f"{where}.zero_stage: must be 0..3, got {values.get('zero_stage')}")
+    if "partition" in values:
+        part = values["partition"]
+        require(isinstance(part, (list, tuple)) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1
+                                                         for x in part),
+                f"{where}.partition: expected a list of positive integers (units per chunk), got {part!r}")
+        values["partition"] = tuple(part)
     require("global_batch" in values, f"{where}.global_batch: missing (sequences per optimizer step)")
     if "dp" not in values:
         require(gpus is not None, f"{where}.dp: missing, and the GPU count is unknown")

@@ -48,6 +48,17 @@ def problems(plan: Plan, model: ModelSpec, gpus: int) -> list[str]:
     if chunks > blocks + 2:
         out.append(f"plan: pp({p.pp}) * virtual_stages({p.virtual_stages}) = {chunks} exceeds the "
                    f"{blocks} layers (+ embedding and head) of the model")
+    if p.partition:
+        from simplan.model.load import build_graph
+        from simplan.plan.partition import units
+
+        n_units = len(units(build_graph(model)))
+        if len(p.partition) != chunks:
+            out.append(f"plan.partition: {len(p.partition)} chunks given, pp({p.pp}) * virtual_stages"
+                       f"({p.virtual_stages}) = {chunks} needed")
+        elif sum(p.partition) != n_units:
+            out.append(f"plan.partition: {sum(p.partition)} units given, the model has {n_units} "
+                       "(its layers, the embedding and the head)")
     if p.virtual_stages > 1 and p.schedule != "interleaved-1f1b":
         out.append(f"plan.virtual_stages: {p.virtual_stages} > 1 needs schedule interleaved-1f1b "
                    f"(zero-bubble here is ZB-H1, one chunk per stage), got {p.schedule}")

@@ -58,8 +58,7 @@ def print_plan_result(result: SearchResult, title: str, console: Console) -> Non
     console.print(f"considered {result.considered:,} plans, {result.fitting:,} fit in memory, "
                   f"simulated {result.simulated} in {result.search_wall_s:.1f} s")
     if not all(result.uniform):
-        console.print("* balanced (non-uniform) layer partition: a scenario file holds the plan, not the partition, "
-                      "so `simplan simulate` of it uses the uniform one")
+        console.print("* balanced (non-uniform) layer partition, kept in the plan's `partition` field")
     if result.why.get("summary"):
         console.print(f"why #1: {result.why['summary']}")
     front = ", ".join(f"#{row['rank'] + 1}" for row in result.pareto)

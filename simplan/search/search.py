@@ -145,8 +145,12 @@ def _simulate_task(item: tuple[Plan, tuple[int, ...] | None]) -> StepResult:
 
     plan, sizes = item
     base: Scenario = _STATE["base"]
-    chunks = from_sizes(base.graph, sizes) if sizes is not None else None
-    return simulate(replace(base, plan=plan), chunks=chunks)
+    return simulate(replace(base, plan=_with_partition(plan, sizes)))
+
+
+def _with_partition(plan: Plan, sizes: tuple[int, ...] | None) -> Plan:
+    """The plan carrying its balanced partition (a uniform one stays implicit)."""
+    return replace(plan, partition=tuple(sizes)) if sizes else plan
 
 
 # --- the search ------------------------------------------------------------------------------
@@ -259,7 +263,7 @@ def search(model: ModelSpec, cluster: Cluster, global_batch: int, *, constraints
     results = _map(_simulate_task, [(candidates[i], partition[i]) for i in chosen], workers, progress, "simulate")
     ranked = sorted(zip(chosen, results), key=lambda x: (x[1].step_time_s, plan_key(candidates[x[0]])))
 
-    plans = [(replace(base, plan=candidates[i]), r) for i, r in ranked]
+    plans = [(replace(base, plan=_with_partition(candidates[i], partition[i])), r) for i, r in ranked]
     sizes_out, uniform_out = [], []
     for i, _ in ranked:
         plan = candidates[i]

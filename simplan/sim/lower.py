@@ -19,7 +19,7 @@ from simplan.cost.memory import activation_bytes_per_microbatch
 from simplan.hardware.cluster import Cluster
 from simplan.model.graph import RECOMPUTED_KINDS, LayerGraph
 from simplan.model.layer import Layer
-from simplan.plan.partition import uniform
+from simplan.plan.partition import plan_chunks
 from simplan.plan.placement import group_span, joint_group_ranks, rank_of, span_of
 from simplan.plan.plan import Plan
 from simplan.units import BYTES_PER_ELEMENT
@@ -202,10 +202,10 @@ def _act_keep_bytes(layers: tuple[Layer, ...], plan: Plan) -> float:
 
 
 def lower(graph: LayerGraph, plan: Plan, cluster: Cluster, chunks=None) -> Program:
-    """``chunks``: the layers of each model chunk (default: the uniform partition)."""
+    """``chunks``: the layers of each model chunk (default: the plan's partition)."""
     hw = cluster.profile
     if chunks is None:
-        chunks = uniform(graph, plan.pp * plan.virtual_stages)
+        chunks = plan_chunks(graph, plan)
     spans = {axis: group_span(plan, cluster, axis) for axis in ("tp", "cp", "dp", "ep")}
     spans["dpcp"] = spans["dp"] if plan.cp == 1 else _dp_cp_span(plan, cluster)
     intra, inter = _bandwidths(hw)

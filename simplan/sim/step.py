@@ -10,7 +10,7 @@ import numpy as np
 from simplan.cost.memory import memory_report
 from simplan.errors import SimplanError, require
 from simplan.model.graph import RECOMPUTED_KINDS
-from simplan.plan.partition import uniform
+from simplan.plan.partition import plan_chunks
 from simplan.plan.placement import rank_of
 from simplan.plan.validate import problems
 from simplan.sim.engine import Engine
@@ -46,7 +46,7 @@ def simulate(scenario, *, seed: int = 0, jitter: float = 0.0, steps: int = 1,
     ``slow_ranks``: {global rank: factor >= 1}. With either, every data-parallel replica is
     simulated and the result carries a step-time distribution. ``replicas`` forces the
     number of simulated replicas (1 or plan.dp; tests use it to check symmetry).
-    ``chunks``: the layers of each pipeline chunk (default: the uniform partition).
+    ``chunks``: the layers of each pipeline chunk (default: the plan's partition).
     """
     from simplan.scenario import scenario_to_dict
 
@@ -59,7 +59,7 @@ def simulate(scenario, *, seed: int = 0, jitter: float = 0.0, steps: int = 1,
     wall0 = time.perf_counter()
     graph = scenario.graph
     if chunks is None:
-        chunks = uniform(graph, plan.pp * plan.virtual_stages)
+        chunks = plan_chunks(graph, plan)
     program = lower(graph, plan, cluster, chunks)
     slow = _slow_units(plan, slow_ranks)
     variability = jitter > 0 or bool(slow)
