@@ -74,9 +74,16 @@ def phases(kind: str, algorithm: str, size_bytes: float, ranks_per_node: int, no
             Phase(ring_wire_bytes("allreduce", nodes, size_bytes / r), "inter", 2 * (nodes - 1) * inter_latency_s),
             Phase(inner, "intra", (r - 1) * intra_latency_s),
         )
+    # Over nodes, a ring (or tree) leaves each node once per channel, and NCCL spreads its
+    # channels over all the node's NICs (one ring per NIC rail, NCCL docs "NCCL_CROSS_NIC"
+    # / nccl src/graph/search.cc): the crossing traffic of a group with r ranks on a node
+    # is served by those r ranks' NIC shares, so per rank 1/r of the bytes goes through
+    # its share. (Without this a 16-way tensor-parallel ring over 2 nodes of the vTrain
+    # runs is predicted 4-5x slower than measured.) The in-node hops run at the same time.
+    share = ranks_per_node if nodes > 1 else 1
     if algorithm == "tree" and kind == "allreduce":
-        return (Phase(2.0 * size_bytes, link, 2 * math.ceil(math.log2(n)) * alpha),)
-    return (Phase(ring_wire_bytes(kind, n, size_bytes), link, ring_steps(kind, n) * alpha),)
+        return (Phase(2.0 * size_bytes / share, link, 2 * math.ceil(math.log2(n)) * alpha),)
+    return (Phase(ring_wire_bytes(kind, n, size_bytes) / share, link, ring_steps(kind, n) * alpha),)
 
 
 def idle_time_s(phases_: tuple[Phase, ...], intra_bytes_per_s: float, inter_bytes_per_s: float) -> float:

@@ -66,10 +66,19 @@ def op_time_s(op: Op, plan: Plan, hw: HardwareProfile, backward: bool = False) -
                      * BYTES_PER_ELEMENT[plan.precision] / ACT_BYTES_16BIT)
     memory_s = bytes_ / (hw.hbm_bytes_per_s * hw.memory_efficiency)
     if op.kind == "elementwise" or op.flops == 0:
-        return memory_s + kernels * hw.kernel_overhead_s
+        return memory_s + kernels * launch_gap_s(op, plan, hw)
     flops = work * op.flops * per_rank_samples
     math_s = (flops + kernels * hw.matmul_half_flops) / (hw.peak(plan.precision) * hw.matmul_efficiency)
-    return max(math_s, memory_s) + kernels * hw.kernel_overhead_s
+    return max(math_s, memory_s) + kernels * launch_gap_s(op, plan, hw)
+
+
+def launch_gap_s(op: Op, plan: Plan, hw: HardwareProfile) -> float:
+    """Host time per kernel of ``op``: the launch gap, plus DTensor's dispatch when tensor
+    parallelism shards the op (the torch executor runs those ops on DTensors; the cost
+    grows with the number of sharded ops, not their size: ``calibrate --local`` measures
+    it as the executor's layers with and without DTensor, at negligible width)."""
+    dtensor = hw.dtensor_op_overhead_s if shard_factor(op.sharding, plan) > 1 else 0.0
+    return hw.kernel_overhead_s + dtensor
 
 
 def _kernels(op: Op, backward: bool) -> float:
@@ -82,7 +91,7 @@ def ops_time_s(ops, plan: Plan, hw: HardwareProfile, backward: bool = False) -> 
     ops = tuple(ops)
     if hw.fabric == "host":
         return sum(op_time_s(op, plan, hw, backward) for op in ops)
-    launches = sum(_kernels(op, backward) for op in ops) * hw.kernel_overhead_s
+    launches = sum(_kernels(op, backward) * launch_gap_s(op, plan, hw) for op in ops)
     device = sum(op_time_s(op, plan, hw, backward) for op in ops) - launches
     return max(device, launches)
 

@@ -1,25 +1,41 @@
-"""``simplan calibrate --local``: microbenchmarks of this host, written as a hardware profile.
+"""``simplan calibrate --local``: microbenchmarks of this host or its GPU, written as a hardware profile.
 
-What is measured (one thread per rank, fp32, as the CPU executor runs):
+The simulator's compute model (``simplan.cost.compute``) is, per op,
+time = (F + F_half) / (peak * efficiency) for matmuls, bytes / (hbm * memory_efficiency)
+for memory-bound ops, and a host launch gap per kernel (``kernel_overhead_s``), plus
+DTensor's dispatch per kernel of a tensor-parallel-sharded op (``dtensor_op_overhead_s``).
+A host device runs them in sequence; a GPU overlaps the gaps with the kernels.
 
-* matmul: ``torch.mm`` of n x n matrices over sizes. The simulator's compute model is
-  time = (F + F_half) / (peak * efficiency) + kernel_overhead (``simplan.cost.compute``),
-  so a least-squares line t = a F + b gives efficiency = 1 / (a peak) and F_half =
-  (b - kernel_overhead) / a. ``peak`` is the core's theoretical fp32 rate: clock
-  (/proc/cpuinfo) x FLOP per cycle from the vector flags (2 FMA pipes x lanes x 2).
+``--device cpu`` (one thread per rank, fp32, as the CPU executor runs):
+
+* matmul: ``torch.mm`` of n x n matrices; the least-squares line t = a F + b gives
+  efficiency = 1 / (a peak) and F_half = (b - kernel_overhead) / a. ``peak`` is the core's
+  theoretical fp32 rate: clock (/proc/cpuinfo) x FLOP per cycle from the vector flags.
 * memory bandwidth: ``torch.add`` out of place on 64 MiB tensors (STREAM's "add", McCalpin
   1995: 3 x size bytes moved) is ``hbm_gbyte_per_s``; ``memory_efficiency`` is what the
-  executor's memory-bound ops (GeLU, LayerNorm, residual add) reach on activation-sized
-  tensors, relative to that.
-* per-op framework overhead: a transformer layer of the executor at negligible width
-  (hidden 8, 4 tokens), forward and backward, divided by the kernels the simulator
-  charges for that layer: the eager dispatch cost per graph op (``kernel_overhead_us``).
-  The AdamW step and ``zero_grad`` of that small model per layer give ``step_overhead_ms``.
-* collectives: gloo between 2 processes over loopback, each collective over message
-  sizes. gloo does not run the textbook ring, so every collective keeps its own table
-  (``calibration.collectives``) and its own fitted latency and bandwidth in the
-  simulator's ring form t = steps x alpha + wire_bytes / B (``simplan.cost.collectives``);
-  the profile's in-node fabric numbers are the all-reduce fit (data-parallel gradients).
+  executor's memory-bound ops (GeLU, LayerNorm, residual add) reach relative to that.
+* collectives: gloo between 2 processes over loopback, each collective over message sizes,
+  fitted to the simulator's ring form t = steps x alpha + wire_bytes / B
+  (``simplan.cost.collectives``); every collective keeps its own table.
+* DTensor dispatch: the executor's layers at negligible width, forward and backward, with
+  tensor parallelism applied through DTensor on a one-rank mesh (no communication) and
+  without; the difference over the kernels of the tensor-parallel-sharded ops the
+  simulator charges is ``dtensor_op_overhead_us``.
+
+``--device cuda`` (bf16, one GPU; peaks and HBM bandwidth stay the datasheet's in ``--base``):
+
+* matmul: bf16 ``torch.mm`` over sizes, back to back on the stream; the weighted line
+  t = (F + F_half) / rate through the device-bound sizes gives efficiency = rate / peak
+  and F_half (the launch gap is not in a GPU kernel's device time).
+* memory: GeLU, LayerNorm and add on 128 MiB bf16 tensors / the datasheet bandwidth is
+  ``memory_efficiency``; the device-to-device copy rate is recorded beside it.
+* launch gap: ``add_`` on a one-element tensor in a loop without synchronizing (recorded).
+* collectives and DTensor dispatch are not measured (one GPU): the base's values stay.
+
+Both: per-op framework overhead is a transformer of the executor at negligible width
+(hidden 8, 4 tokens), forward and backward, divided by the kernels the simulator charges
+for it (``kernel_overhead_us``, the eager dispatch and launch cost per graph op); the AdamW
+step and ``zero_grad`` of that model is ``step_overhead_ms``.
 """
 
 from __future__ import annotations
@@ -32,34 +48,75 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from simplan.errors import SimplanError
 
-MATMUL_SIZES = (32, 64, 96, 128, 192, 256, 384, 512)
+CPU_MATMUL_SIZES = (32, 64, 96, 128, 192, 256, 384, 512)
+GPU_MATMUL_SIZES = (2048, 3072, 4096, 6144, 8192)
 COLLECTIVE_BYTES = (256, 4096, 65536, 262144, 1048576, 4194304)
 COLLECTIVES = ("allreduce", "allgather", "reducescatter", "p2p")
 STREAM_BYTES = 64 * 2**20
+GPU_ELEMENTWISE_SHAPE = (8192, 8192)  # 128 MiB in bf16: well past an H100's 50 MiB L2
+GPU_COPY_BYTES = 512 * 2**20
+DEVICE_BOUND = 3.0
+"""A GPU matmul enters the fit when it takes this many launch gaps or more (below, the
+loop measures the host, not the kernel)."""
+DEFAULT_BASE = {"cpu": "cpu-host"}
+DEFAULT_MODEL = {"cpu": "tiny-gpt", "cuda": "gpt2-small"}
+GPU_PROFILES = (("H200", "h200-sxm-141gb"), ("H100", "h100-sxm-80gb"), ("B200", "b200"),
+                ("A100-SXM4-40GB", "a100-sxm-40gb"), ("A100", "a100-sxm-80gb"), ("V100", "v100-sxm-32gb"),
+                ("MI300X", "mi300x"))
+"""Substring of ``torch.cuda.get_device_name()`` -> shipped profile, first match wins."""
 
 
-def _timeit(fn, repeat: int, inner: int = 1) -> float:
-    """Median seconds of ``fn()`` over ``repeat`` timings of ``inner`` calls each."""
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _timeit(fn, repeat: int, inner: int = 1, device: str = "cpu") -> float:
+    """Median seconds of ``fn()`` over ``repeat`` timings of ``inner`` calls each; on a GPU
+    the stream is drained before and after each timing (the calls themselves run back to
+    back, as a training step issues them)."""
     fn()
+    _sync(device)
     samples = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         for _ in range(inner):
             fn()
+        _sync(device)
         samples.append((time.perf_counter() - t0) / inner)
     return statistics.median(samples)
 
 
-def _fit_line(x: list[float], y: list[float]) -> tuple[float, float]:
-    """Least squares y = a x + b."""
+def _fit_line(x: list[float], y: list[float], weights: list[float] | None = None) -> tuple[float, float]:
+    """Least squares y = a x + b (``weights`` multiply the residuals, as numpy's polyfit)."""
     import numpy as np
 
-    a, b = np.polyfit(np.asarray(x, dtype=float), np.asarray(y, dtype=float), 1)
+    a, b = np.polyfit(np.asarray(x, dtype=float), np.asarray(y, dtype=float), 1,
+                      w=None if weights is None else np.asarray(weights, dtype=float))
     return float(a), float(b)
+
+
+def gpu_profile_name(device_name: str) -> str:
+    """The shipped profile of a GPU named ``device_name`` (``torch.cuda.get_device_name``)."""
+    for key, profile in GPU_PROFILES:
+        if key.lower() in device_name.lower():
+            return profile
+    raise SimplanError(f"calibrate --local: no shipped profile matches the GPU {device_name!r}; "
+                       "give the closest one with --base")
+
+
+def stock_gpu_profile() -> str:
+    """The shipped profile of GPU 0 (scripts/gpu_verify.sh compares against it)."""
+    import torch
+
+    return gpu_profile_name(torch.cuda.get_device_name(0))
 
 
 def cpu_peak_flops() -> tuple[float, str]:
@@ -76,18 +133,43 @@ def cpu_peak_flops() -> tuple[float, str]:
                                    f"({'AVX-512' if lanes == 16 else 'AVX2' if lanes == 8 else 'SSE'}, 2 FMA pipes)")
 
 
-def bench_matmul() -> list[dict]:
+# --------------------------------------------------------------------------- microbenchmarks
+def bench_matmul(device: str = "cpu", sizes=CPU_MATMUL_SIZES, dtype=None) -> list[dict]:
+    """Seconds per n x n ``torch.mm`` (fp32 on a CPU, bf16 on a GPU unless ``dtype``)."""
     import torch
 
+    dtype = dtype or (torch.bfloat16 if device == "cuda" else torch.float32)
+    if device == "cuda":  # ~0.5 s of the largest matmul first: the clocks ramp up before the sweep
+        n = max(sizes)
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        for _ in range(max(1, int(0.5 * 5e14 / (2.0 * n**3)))):
+            torch.mm(a, a)
+        _sync(device)
+        del a
     rows = []
-    for n in MATMUL_SIZES:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        t = _timeit(lambda: torch.mm(a, b), repeat=7, inner=max(1, 2000000 // n**3 * 8))
-        rows.append({"n": n, "flops": 2.0 * n**3, "time_s": t})
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        flops = 2.0 * n**3
+        # enough calls for ~2 ms of work at 1 GFLOP/s (CPU) or 500 TFLOP/s (GPU)
+        inner = max(3, min(200, int(2e-3 * (5e14 if device == "cuda" else 1e9) / flops)))
+        t = _timeit(lambda: torch.mm(a, b), repeat=5 if device == "cuda" else 7, inner=inner, device=device)
+        rows.append({"n": n, "flops": flops, "time_s": t})
+        del a, b
     return rows
 
 
+def bench_launch_gap(device: str = "cpu", calls: int = 2000) -> float:
+    """Host launch-to-launch gap: ``add_`` on a one-element tensor, ``calls`` times without
+    synchronizing (the kernel is far shorter than its launch, so the host sets the pace)."""
+    import torch
+
+    x = torch.zeros(1, device=device)
+    return _timeit(lambda: x.add_(1.0), repeat=5, inner=calls, device=device)
+
+
 def bench_stream() -> float:
+    """CPU: STREAM add bandwidth (bytes per second) on 64 MiB fp32 tensors."""
     import torch
 
     n = STREAM_BYTES // 4
@@ -96,39 +178,71 @@ def bench_stream() -> float:
     return 3 * STREAM_BYTES / t
 
 
-def bench_elementwise(overhead_s: float) -> float:
-    """Bytes per second the executor's memory-bound ops reach on activation-sized tensors
-    (a 4 x 32 x 256 GeLU input, a 4 x 32 x 64 LayerNorm and residual), after the per-op
-    overhead: the fraction of the stream bandwidth is ``memory_efficiency``."""
+def bench_copy(device: str = "cuda", nbytes: int = GPU_COPY_BYTES) -> float:
+    """Device-to-device copy bandwidth (bytes read + written per second)."""
+    import torch
+
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    src.fill_(1)
+    dst = torch.empty_like(src)
+    t = _timeit(lambda: dst.copy_(src), repeat=5, inner=5, device=device)
+    return 2 * nbytes / t
+
+
+def bench_elementwise(device: str = "cpu", overhead_s: float = 0.0, shape=None, dtype=None) -> float:
+    """Bytes per second the executor's memory-bound ops (GeLU, LayerNorm, residual add)
+    reach on tensors large enough that the op, not its dispatch, is timed: median over the
+    three, each time less ``overhead_s`` (the host's per-op cost on a CPU; 0 on a GPU,
+    where back-to-back kernels hide their launches)."""
     import torch
     import torch.nn.functional as F
 
-    big = torch.randn(64, 256, 256)  # large enough that the op, not the dispatch, is timed
-    ln = torch.nn.LayerNorm(256)
-    cases = [(lambda: F.gelu(big, approximate="tanh"), 2 * big.numel() * 4),
-             (lambda: ln(big), 2 * big.numel() * 4),
-             (lambda: big + big, 3 * big.numel() * 4)]
+    cuda = device == "cuda"
+    dtype = dtype or (torch.bfloat16 if cuda else torch.float32)
+    shape = shape or (GPU_ELEMENTWISE_SHAPE if cuda else (64, 256, 256))
+    big = torch.randn(*shape, device=device, dtype=dtype)
+    ln = torch.nn.LayerNorm(shape[-1], device=device, dtype=dtype)
+    size = big.numel() * big.element_size()
+    cases = [(lambda: F.gelu(big, approximate="tanh"), 2 * size), (lambda: ln(big), 2 * size),
+             (lambda: big + big, 3 * size)]
     rates = []
     with torch.no_grad():
         for fn, nbytes in cases:
-            t = _timeit(fn, repeat=7) - overhead_s
+            t = _timeit(fn, repeat=7, inner=5 if cuda else 1, device=device) - overhead_s
             rates.append(nbytes / t)
     return statistics.median(rates)
 
 
-def bench_framework(model_name: str) -> tuple[float, float, str]:
-    """Per-graph-op eager overhead and per-layer optimizer overhead (seconds)."""
+def _small_spec(model_name: str):
+    """``model_name``'s structure (layers, family) at negligible width."""
+    from simplan.model import load_model
+
+    base = load_model(model_name)
+    return load_model({"preset": model_name, "hidden": 8, "heads": 2, "kv_heads": min(2, base.kv_heads),
+                       "ffn_hidden": 32, "seq_len": 4, "vocab": 8, "dropout": False, "tied_embeddings": False})
+
+
+def _graph_kernels(spec, sharded_only: bool = False) -> int:
+    """Forward + backward kernels the simulator charges for ``spec`` (``simplan.cost.compute``),
+    all or only those of tensor-parallel-sharded ops (``sharding == "tp"``, no sequence parallelism)."""
+    from simplan.model import build_graph
+
+    return sum(1 + max(1, round(op.bwd_factor)) for layer in build_graph(spec).order for op in layer.ops
+               if not sharded_only or op.sharding == "tp")
+
+
+def bench_framework(model_name: str, device: str = "cpu", dtype=None) -> dict:
+    """Per-graph-op eager overhead and the optimizer step of the executor's model at
+    negligible width (seconds)."""
     import torch
 
     from simplan.execute.models import build_model, loss_fn
-    from simplan.model import build_graph, load_model
 
-    base = load_model(model_name)
-    spec = load_model({"preset": model_name, "hidden": 8, "heads": 2, "kv_heads": min(2, base.kv_heads),
-                       "ffn_hidden": 32, "seq_len": 4, "vocab": 8})
-    model = build_model(spec, seed=0)
+    dtype = dtype or (torch.bfloat16 if device == "cuda" else torch.float32)
+    spec = _small_spec(model_name)
+    model = build_model(spec, seed=0).to(device=device, dtype=dtype)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x = torch.randint(0, spec.vocab, (1, spec.seq_len + 1))
+    x = torch.randint(0, spec.vocab, (1, spec.seq_len + 1), device=device)
 
     def fwd_bwd():
         loss_fn(model(x[:, :-1]), x[:, 1:]).backward()
@@ -138,22 +252,65 @@ def bench_framework(model_name: str) -> tuple[float, float, str]:
         opt.zero_grad(set_to_none=False)
 
     fwd_bwd()
-    t_model = _timeit(fwd_bwd, repeat=15, inner=5)
-    t_opt = _timeit(step, repeat=15, inner=5)
-    graph = build_graph(spec)
-    kernels = sum(1 + max(1, round(op.bwd_factor)) for layer in graph.order for op in layer.ops)
-    per_op = t_model / kernels
-    units = spec.layers + 2
+    t_model = _timeit(fwd_bwd, repeat=15, inner=5, device=device)
+    t_opt = _timeit(step, repeat=15, inner=5, device=device)
+    kernels = _graph_kernels(spec)
     how = (f"{model_name} structure at hidden 8, 4 tokens: forward+backward {t_model * 1e3:.2f} ms over the "
            f"{kernels} kernels the simulator charges for it")
-    return per_op, t_opt / units, how
+    return {"per_op_s": t_model / kernels, "optimizer_s": t_opt, "fwd_bwd_s": t_model, "kernels": kernels,
+            "how": how}
 
 
-# --------------------------------------------------------------------------- collectives
+def bench_dtensor(model_name: str, rounds: int = 5) -> dict:
+    """CPU: DTensor's dispatch cost per kernel of a tensor-parallel-sharded op. The
+    executor's model at negligible width, with ``apply_tp`` on a one-rank mesh (DTensor
+    runs, nothing is communicated) and without, alternated ``rounds`` times; the median
+    difference over the sharded ops' kernels the simulator charges."""
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from simplan.execute.apply import apply_tp
+    from simplan.execute.models import build_model, loss_fn
+
+    spec = _small_spec(model_name)
+    own_group = not dist.is_initialized()
+    if own_group:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    try:
+        mesh = init_device_mesh("cpu", (1,))
+        plain, sharded = build_model(spec, seed=0), build_model(spec, seed=0)
+        apply_tp(sharded, mesh, sequence_parallel=False, loss_parallel=False)
+        x = torch.randint(0, spec.vocab, (1, spec.seq_len + 1))
+
+        def fwd_bwd(model):
+            return lambda: loss_fn(model(x[:, :-1]), x[:, 1:]).backward()
+
+        diffs, plain_s, sharded_s = [], [], []
+        for _ in range(rounds):  # alternate, so a load change on the host hits both alike
+            plain_s.append(_timeit(fwd_bwd(plain), repeat=5, inner=3))
+            sharded_s.append(_timeit(fwd_bwd(sharded), repeat=5, inner=3))
+            diffs.append(sharded_s[-1] - plain_s[-1])
+    finally:
+        if own_group:
+            dist.destroy_process_group()
+    kernels = _graph_kernels(spec, sharded_only=True)
+    raw = statistics.median(diffs) / kernels
+    return {"per_kernel_s": max(0.0, raw), "raw_per_kernel_s": raw, "sharded_kernels": kernels,
+            "plain_fwd_bwd_s": statistics.median(plain_s), "dtensor_fwd_bwd_s": statistics.median(sharded_s),
+            "how": f"{model_name} structure at hidden 8, 4 tokens, forward+backward with DTensor tensor parallelism "
+                   f"on a one-rank mesh ({statistics.median(sharded_s) * 1e3:.2f} ms) less without "
+                   f"({statistics.median(plain_s) * 1e3:.2f} ms), over the {kernels} kernels of its tp-sharded ops"}
+
+
+# --------------------------------------------------------------------------- collectives (CPU)
 def _coll_worker(rank: int, world: int, port: int, out: str) -> None:
+    import warnings
+
     import torch
     import torch.distributed as dist
 
+    warnings.simplefilter("ignore", FutureWarning)  # all_gather_into_tensor's rename notice
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
@@ -213,87 +370,232 @@ def bench_collectives(world: int = 2) -> dict:
     return fitted
 
 
-# --------------------------------------------------------------------------- the profile
-def calibrate_local(out: str | Path, model_name: str = "tiny-gpt", base: str = "cpu-host", log=print) -> dict:
-    """Measure this host and write a profile to ``out`` (``base`` supplies the fields no
-    microbenchmark measures: network, topology). Returns the measurements."""
-    from dataclasses import replace
+# --------------------------------------------------------------------------- fits
+def fit_host_matmul(rows: list[dict], peak: float, per_op_s: float) -> dict:
+    """CPU: each op runs after its dispatch, t = (F + F_half) / rate + per_op."""
+    a, b = _fit_line([r["flops"] for r in rows], [r["time_s"] for r in rows])
+    rate = 1.0 / a
+    return {"rate_flops_per_s": rate, "efficiency": rate / peak, "half_flops": max(0.0, (b - per_op_s) / a),
+            "raw_half_flops": (b - per_op_s) / a, "sizes_used": [r["n"] for r in rows]}
 
+
+def fit_device_matmul(rows: list[dict], peak: float, launch_gap_s: float) -> dict:
+    """GPU: back-to-back kernels, t = (F + F_half) / rate, through the sizes that take at
+    least ``DEVICE_BOUND`` launch gaps; weighted by 1/t so every size counts by its
+    relative error (the small ones fix F_half, the large ones the rate)."""
+    used = [r for r in rows if r["time_s"] >= DEVICE_BOUND * launch_gap_s]
+    if len(used) < 2:
+        raise SimplanError(f"calibrate --local: only {len(used)} matmul size(s) ran longer than "
+                           f"{DEVICE_BOUND:g} launch gaps ({launch_gap_s * 1e6:.1f} us); cannot fit the rate")
+    a, b = _fit_line([r["flops"] for r in used], [r["time_s"] for r in used], [1.0 / r["time_s"] for r in used])
+    if a <= 0:
+        raise SimplanError(f"calibrate --local: matmul time does not grow with size ({used}); the GPU is shared?")
+    rate = 1.0 / a
+    return {"rate_flops_per_s": rate, "efficiency": rate / peak, "half_flops": max(0.0, b / a),
+            "raw_half_flops": b / a, "sizes_used": [r["n"] for r in used]}
+
+
+def _check_efficiency(what: str, value: float, measured: str, reference: str) -> None:
+    if not 0.0 < value <= 1.0:
+        raise SimplanError(f"calibrate --local: {what} = {value:.3f} ({measured} against {reference}) is not in "
+                           "(0, 1]; the base profile does not describe this device (choose it with --base)")
+
+
+# --------------------------------------------------------------------------- the profile
+def _stamp() -> str:
+    return f"simplan calibrate --local, {time.strftime('%Y-%m-%d')}"
+
+
+def host_profile(base, m: dict):
+    """The CPU profile from the measurements ``m`` (see :func:`measure_host`)."""
+    stamp = _stamp()
+    mm, fw, dt, ar = m["matmul_fit"], m["framework"], m["dtensor"], m["collectives"]["allreduce"]
+    sources = dict(base.sources)
+    sources.update({
+        "gpu.peak_tflops": f"{stamp}: one core, {m['peak_how']}",
+        "gpu.hbm_gbyte_per_s": f"{stamp}: torch.add on 64 MiB fp32 tensors, 3 x size bytes (STREAM add)",
+        "gpu.matmul_efficiency": f"{stamp}: least-squares line through torch.mm times, n = "
+                                 f"{CPU_MATMUL_SIZES[0]}..{CPU_MATMUL_SIZES[-1]}, asymptotic rate / peak",
+        "gpu.matmul_half_gflop": f"{stamp}: intercept of the torch.mm line less the per-op overhead, times the rate",
+        "gpu.memory_efficiency": f"{stamp}: GeLU, LayerNorm and add on 16 MiB tensors / stream bandwidth",
+        "gpu.kernel_overhead_us": f"{stamp}: {fw['how']}",
+        "node.intra_gbyte_per_s": f"{stamp}: gloo all-reduce, 2 processes, fit t = 2(n-1) alpha + wire/B",
+        "node.intra_latency_us": f"{stamp}: gloo all-reduce fit (per ring step)",
+        "node.intra_efficiency": f"{stamp}: 1, the fitted bandwidth is already what gloo reaches",
+        "software.step_overhead_ms": f"{stamp}: AdamW step + zero_grad of the {m['model']} structure at hidden 8",
+        "software.dtensor_op_overhead_us": f"{stamp}: {dt['how']}",
+    })
+    return replace(
+        base,
+        name="local",
+        description=f"This host, measured by `simplan calibrate --local` ({os.cpu_count()} cores; one thread per "
+                    "rank, gloo over loopback)",
+        peak_flops_per_s={"fp32": m["peak_flops_per_s"]},
+        hbm_bytes_per_s=m["stream_bytes_per_s"],
+        matmul_efficiency=mm["efficiency"],
+        matmul_half_flops=mm["half_flops"],
+        memory_efficiency=min(1.0, m["elementwise_bytes_per_s"] / m["stream_bytes_per_s"]),
+        kernel_overhead_s=fw["per_op_s"],
+        intra_bytes_per_s=ar["bytes_per_s"],
+        intra_latency_s=ar["latency_s"],
+        intra_efficiency=1.0,
+        step_overhead_s=fw["optimizer_s"],
+        dtensor_op_overhead_s=dt["per_kernel_s"],
+        sources=sources,
+        calibration=_calibration(m),
+    )
+
+
+def accelerator_profile(base, m: dict):
+    """The GPU profile from the measurements ``m`` (see :func:`measure_accelerator`): the
+    base's peaks, HBM bandwidth, fabric and network, with the measured efficiencies and
+    overheads."""
+    stamp = _stamp()
+    mm, fw = m["matmul_fit"], m["framework"]
+    peak_key = m["peak_dtype"]
+    memory_efficiency = m["elementwise_bytes_per_s"] / base.hbm_bytes_per_s
+    _check_efficiency("matmul_efficiency", mm["efficiency"], f"{mm['rate_flops_per_s'] / 1e12:.1f} TFLOP/s",
+                      f"{base.name}'s {peak_key} peak {base.peak(peak_key) / 1e12:.1f}")
+    _check_efficiency("memory_efficiency", memory_efficiency, f"{m['elementwise_bytes_per_s'] / 1e9:.0f} GB/s",
+                      f"{base.name}'s HBM {base.hbm_bytes_per_s / 1e9:.0f} GB/s")
+    sizes = ", ".join(str(n) for n in mm["sizes_used"])
+    sources = dict(base.sources)
+    sources.update({
+        "gpu.matmul_efficiency": f"{stamp}: {m['device_name']}, {peak_key} torch.mm back to back, n = {sizes}: "
+                                 f"fitted rate / the {peak_key} peak ({base.name})",
+        "gpu.matmul_half_gflop": f"{stamp}: {m['device_name']}, intercept x rate of the same fit (t = (F + F_half) "
+                                 "/ rate, weighted by 1/t)",
+        "gpu.memory_efficiency": f"{stamp}: {m['device_name']}, GeLU, LayerNorm and add on "
+                                 f"{'x'.join(map(str, m['elementwise_shape']))} {m['dtype']} tensors / the HBM "
+                                 f"bandwidth of {base.name}",
+        "gpu.kernel_overhead_us": f"{stamp}: {m['device_name']}, {fw['how']}",
+        "software.step_overhead_ms": f"{stamp}: {m['device_name']}, AdamW step + zero_grad of the {m['model']} "
+                                     "structure at hidden 8",
+    })
+    return replace(
+        base,
+        name=f"{base.name}-local",
+        description=f"{base.name} with efficiencies and overheads measured on {m['device_name']} by "
+                    "`simplan calibrate --local --device cuda`",
+        matmul_efficiency=mm["efficiency"],
+        matmul_half_flops=mm["half_flops"],
+        memory_efficiency=memory_efficiency,
+        kernel_overhead_s=fw["per_op_s"],
+        step_overhead_s=fw["optimizer_s"],
+        sources=sources,
+        calibration=_calibration(m),
+    )
+
+
+def _calibration(m: dict) -> dict:
+    """What was measured, as plain numbers (the profile's ``calibration:`` section)."""
+    def plain(v):
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return float(v) if isinstance(v, float) else v
+
+    return {"kind": "local microbenchmarks", **plain(m)}
+
+
+def measure_host(model_name: str, log=print) -> dict:
+    """Every CPU measurement (one thread, fp32)."""
+    import torch
+
+    torch.set_num_threads(1)
+    peak, peak_how = cpu_peak_flops()
+    log(f"peak fp32 {peak / 1e9:.1f} GFLOP/s ({peak_how})")
+    fw = bench_framework(model_name)
+    log(f"framework overhead {fw['per_op_s'] * 1e6:.1f} us per graph op; optimizer {fw['optimizer_s'] * 1e3:.2f} ms")
+    dt = bench_dtensor(model_name)
+    log(f"DTensor dispatch {dt['raw_per_kernel_s'] * 1e6:.1f} us per kernel of a tp-sharded op "
+        f"(forward+backward {dt['plain_fwd_bwd_s'] * 1e3:.2f} ms plain, {dt['dtensor_fwd_bwd_s'] * 1e3:.2f} ms DTensor)")
+    mm = bench_matmul("cpu", CPU_MATMUL_SIZES)
+    fit = fit_host_matmul(mm, peak, fw["per_op_s"])
+    if fit["efficiency"] > 1.0:
+        raise SimplanError(f"calibrate --local: measured matmul rate {fit['rate_flops_per_s'] / 1e9:.1f} GFLOP/s "
+                           f"exceeds the theoretical peak {peak / 1e9:.1f} GFLOP/s ({peak_how}); the clock reading is "
+                           "wrong")
+    log(f"matmul {fit['rate_flops_per_s'] / 1e9:.1f} GFLOP/s asymptotic = {fit['efficiency']:.2f} of peak; "
+        f"F_half {fit['raw_half_flops'] / 1e6:.2f} MFLOP")
+    stream = bench_stream()
+    elementwise = bench_elementwise("cpu", fw["per_op_s"])
+    log(f"stream add {stream / 1e9:.1f} GB/s; elementwise ops {elementwise / 1e9:.1f} GB/s")
+    coll = bench_collectives()
+    ar = coll["allreduce"]
+    log(f"gloo all-reduce: latency {ar['latency_s'] * 1e6:.1f} us per step, {ar['bytes_per_s'] / 1e9:.2f} GB/s")
+    return {"device": "cpu", "device_name": "cpu", "host_cores": os.cpu_count(), "torch": str(torch.__version__),
+            "threads_per_rank": 1, "dtype": "fp32", "model": model_name, "peak_flops_per_s": peak,
+            "peak_how": peak_how, "framework": fw, "dtensor": dt, "matmul": mm, "matmul_fit": fit,
+            "stream_bytes_per_s": stream, "elementwise_bytes_per_s": elementwise, "collectives": coll,
+            "p2p_latency_s": coll["p2p"]["latency_s"], "p2p_bytes_per_s": coll["p2p"]["bytes_per_s"],
+            "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+
+
+def measure_accelerator(base, model_name: str, device: str = "cuda", log=print, *, matmul_sizes=GPU_MATMUL_SIZES,
+                        elementwise_shape=GPU_ELEMENTWISE_SHAPE, copy_bytes: int = GPU_COPY_BYTES,
+                        dtype=None) -> dict:
+    """Every GPU measurement. ``device``, sizes and ``dtype`` are parameters so the same
+    code runs on a CPU in the tests (bf16 on a GPU by default)."""
+    import torch
+
+    torch.set_num_threads(1)
+    dtype = dtype or torch.bfloat16
+    peak_dtype = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[dtype]
+    if peak_dtype not in base.peak_flops_per_s:
+        raise SimplanError(f"calibrate --local: the base profile {base.name} lists no {peak_dtype} peak")
+    name = torch.cuda.get_device_name(torch.cuda.current_device()) if device == "cuda" else device
+    log(f"{name}: torch {torch.__version__}, base profile {base.name}")
+    gap = bench_launch_gap(device)
+    log(f"launch-to-launch gap {gap * 1e6:.2f} us (add_ on one element, no sync)")
+    fw = bench_framework(model_name, device, dtype)
+    log(f"framework overhead {fw['per_op_s'] * 1e6:.1f} us per graph op; optimizer {fw['optimizer_s'] * 1e3:.2f} ms")
+    mm = bench_matmul(device, matmul_sizes, dtype)
+    fit = fit_device_matmul(mm, base.peak(peak_dtype), gap)
+    log(f"matmul {fit['rate_flops_per_s'] / 1e12:.2f} TFLOP/s = {fit['efficiency']:.3f} of the {peak_dtype} peak; "
+        f"F_half {fit['raw_half_flops'] / 1e9:.3f} GFLOP (sizes {fit['sizes_used']})")
+    copy = bench_copy(device, copy_bytes)
+    elementwise = bench_elementwise(device, 0.0, elementwise_shape, dtype)
+    log(f"copy {copy / 1e9:.0f} GB/s, elementwise ops {elementwise / 1e9:.0f} GB/s "
+        f"(HBM {base.hbm_bytes_per_s / 1e9:.0f} GB/s in {base.name})")
+    return {"device": device, "device_name": name, "torch": str(torch.__version__), "dtype": peak_dtype,
+            "peak_dtype": peak_dtype, "model": model_name, "base": base.name, "launch_gap_s": gap, "framework": fw,
+            "matmul": mm, "matmul_fit": fit, "copy_bytes_per_s": copy,
+            "copy_fraction_of_hbm": copy / base.hbm_bytes_per_s, "elementwise_bytes_per_s": elementwise,
+            "elementwise_shape": list(elementwise_shape),
+            "not_measured": "collectives and DTensor dispatch (one GPU): the base profile's values are kept"}
+
+
+def calibrate_local(out: str | Path, model_name: str | None = None, base: str | None = None, device: str = "cpu",
+                    log=print) -> dict:
+    """Measure this host (``device="cpu"``) or its GPU 0 (``"cuda"``) and write a profile
+    to ``out``; ``base`` supplies what no microbenchmark measures (default: cpu-host on a
+    CPU, the shipped profile of the GPU's model on cuda). Returns the ``calibration``
+    section written."""
     import torch
 
     from simplan.hardware.load import dump_hardware, load_hardware
 
-    torch.set_num_threads(1)
+    if device not in ("cpu", "cuda"):
+        raise SimplanError(f"--device: cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SimplanError(f"--device cuda: no CUDA GPU visible to torch {torch.__version__}")
+    t0 = time.perf_counter()
+    model_name = model_name or DEFAULT_MODEL[device]
+    if base is None:
+        base = DEFAULT_BASE["cpu"] if device == "cpu" else stock_gpu_profile()
+        log(f"base profile: {base}")
     profile = load_hardware(base)
-    peak, peak_how = cpu_peak_flops()
-    log(f"peak fp32 {peak / 1e9:.1f} GFLOP/s ({peak_how})")
-    per_op, opt_per_unit, how = bench_framework(model_name)
-    log(f"framework overhead {per_op * 1e6:.1f} us per graph op; optimizer {opt_per_unit * 1e6:.1f} us per unit")
-    mm = bench_matmul()
-    a, b = _fit_line([r["flops"] for r in mm], [r["time_s"] for r in mm])
-    rate = 1.0 / a
-    efficiency = rate / peak
-    if efficiency > 1.0:
-        raise SimplanError(f"calibrate --local: measured matmul rate {rate / 1e9:.1f} GFLOP/s exceeds the "
-                           f"theoretical peak {peak / 1e9:.1f} GFLOP/s ({peak_how}); the clock reading is wrong")
-    half = max(0.0, (b - per_op) / a)
-    log(f"matmul {rate / 1e9:.1f} GFLOP/s asymptotic = {efficiency:.2f} of peak; F_half {half / 1e6:.2f} MFLOP")
-    stream = bench_stream()
-    elementwise = bench_elementwise(per_op)
-    mem_eff = min(1.0, elementwise / stream)
-    log(f"stream add {stream / 1e9:.1f} GB/s; elementwise ops {elementwise / 1e9:.1f} GB/s ({mem_eff:.2f})")
-    coll = bench_collectives()
-    ar = coll["allreduce"]
-    log(f"gloo all-reduce: latency {ar['latency_s'] * 1e6:.1f} us per step, {ar['bytes_per_s'] / 1e9:.2f} GB/s")
-    p2p = coll["p2p"]
-    sources = dict(profile.sources)
-    stamp = f"simplan calibrate --local, {time.strftime('%Y-%m-%d')}"
-    sources.update({
-        "gpu.peak_tflops": f"{stamp}: one core, {peak_how}",
-        "gpu.hbm_gbyte_per_s": f"{stamp}: torch.add on 64 MiB fp32 tensors, 3 x size bytes (STREAM add)",
-        "gpu.matmul_efficiency": f"{stamp}: least-squares line through torch.mm times, n = "
-                                 f"{MATMUL_SIZES[0]}..{MATMUL_SIZES[-1]}, asymptotic rate / peak",
-        "gpu.matmul_half_gflop": f"{stamp}: intercept of the torch.mm line less the per-op overhead, times the rate",
-        "gpu.memory_efficiency": f"{stamp}: GeLU, LayerNorm and add on 16 MiB tensors / stream bandwidth",
-        "gpu.kernel_overhead_us": f"{stamp}: {how}",
-        "node.intra_gbyte_per_s": f"{stamp}: gloo all-reduce, 2 processes, fit t = 2(n-1) alpha + wire/B",
-        "node.intra_latency_us": f"{stamp}: gloo all-reduce fit (per ring step)",
-        "node.intra_efficiency": f"{stamp}: 1, the fitted bandwidth is already what gloo reaches",
-        "software.step_overhead_ms": f"{stamp}: AdamW step + zero_grad of the {model_name} structure at hidden 8, "
-                                     "per unit (layers + embedding + head), times the preset's units",
-    })
-    units = load_hardware_units(model_name)
-    calibrated = replace(
-        profile,
-        name="local",
-        description=f"This host, measured by `simplan calibrate --local` ({os.cpu_count()} cores; one thread per "
-                    "rank, gloo over loopback)",
-        peak_flops_per_s={"fp32": peak},
-        hbm_bytes_per_s=stream,
-        matmul_efficiency=efficiency,
-        matmul_half_flops=half,
-        memory_efficiency=mem_eff,
-        kernel_overhead_s=per_op,
-        intra_bytes_per_s=ar["bytes_per_s"],
-        intra_latency_s=ar["latency_s"],
-        intra_efficiency=1.0,
-        step_overhead_s=opt_per_unit * units,
-        sources=sources,
-        calibration={"kind": "local microbenchmarks", "host_cores": os.cpu_count(), "torch": str(torch.__version__),
-                     "threads_per_rank": 1, "matmul": mm, "stream_bytes_per_s": stream,
-                     "elementwise_bytes_per_s": elementwise, "collectives": coll,
-                     "p2p_latency_s": p2p["latency_s"], "p2p_bytes_per_s": p2p["bytes_per_s"],
-                     "framework_model": model_name},
-    )
+    if device == "cpu":
+        calibrated = host_profile(profile, measure_host(model_name, log))
+    else:
+        calibrated = accelerator_profile(profile, measure_accelerator(profile, model_name, device, log))
+    calibrated = replace(calibrated, calibration={**calibrated.calibration,
+                                                 "wall_s": time.perf_counter() - t0})
     dump_hardware(calibrated, out)
-    log(f"wrote {out}")
+    log(f"wrote {out} ({time.perf_counter() - t0:.1f} s)")
     return calibrated.calibration
-
-
-def load_hardware_units(model_name: str) -> int:
-    from simplan.model import load_model
-
-    return load_model(model_name).layers + 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -65,14 +65,15 @@ def verify_command(scenarios: list[Path], hardware: str | None, steps: int, warm
     return summary
 
 
-def calibrate_local_command(out: Path, model: str = "tiny-gpt", base: str = "cpu-host") -> dict:
-    """``simplan calibrate --local --out FILE``."""
+def calibrate_local_command(out: Path, model: str | None = None, base: str | None = None,
+                            device: str = "cpu") -> dict:
+    """``simplan calibrate --local --out FILE [--device cpu|cuda] [--base PROFILE]``."""
     require_torch()
     from simplan.execute.calibrate_local import calibrate_local
 
     if out.suffix not in (".yaml", ".yml", ".json"):
         raise SimplanError(f"--out: a profile file must end in .yaml, .yml or .json, got {out}")
-    return calibrate_local(out, model_name=model, base=base, log=_log)
+    return calibrate_local(out, model_name=model, base=base, device=device, log=_log)
 
 
 def _guard(fn):

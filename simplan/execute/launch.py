@@ -179,6 +179,17 @@ def _pids(run_dir: Path) -> dict[int, int]:
     return out
 
 
+def _dead_rank(run_dir: Path) -> tuple[str, bool] | None:
+    """The first rank whose process is gone with neither a result nor an error report."""
+    for rank, pid in sorted(_pids(run_dir).items()):
+        if not _alive(pid) and not (run_dir / f"rank{rank}.json").exists():
+            time.sleep(POLL_S)
+            if (run_dir / f"rank{rank}.json").exists() or (run_dir / f"rank{rank}.error.json").exists():
+                continue
+            return f"rank {rank} died without a result (pid {pid}, killed or crashed: {_exit_of(run_dir, rank)})", False
+    return None
+
+
 def _watch(proc: subprocess.Popen, run_dir: Path, nproc: int, opts: RunOptions, first_rank: int):
     """Poll until the run ends; return (message, user_error) on failure, None on success."""
     start = time.monotonic()
@@ -187,14 +198,12 @@ def _watch(proc: subprocess.Popen, run_dir: Path, nproc: int, opts: RunOptions, 
         err = _rank_error(run_dir)
         if err is not None:
             time.sleep(POLL_S)  # let a near-simultaneous earlier failure land, then take the first
-            return _rank_error(run_dir)
-        pids = _pids(run_dir)
-        for rank, pid in sorted(pids.items()):
-            if not _alive(pid) and not (run_dir / f"rank{rank}.json").exists():
-                time.sleep(POLL_S)
-                if (run_dir / f"rank{rank}.json").exists() or (run_dir / f"rank{rank}.error.json").exists():
-                    continue
-                return f"rank {rank} died without a result (pid {pid}, killed or crashed: {_exit_of(run_dir, rank)})", False
+            # a rank that died without a word (killed) is the cause of its peers' broken
+            # collectives, whichever of them reported first
+            return _dead_rank(run_dir) or _rank_error(run_dir)
+        dead = _dead_rank(run_dir)
+        if dead is not None:
+            return dead
         rc = proc.poll()
         if rc is not None:
             missing = [r for r in range(first_rank, first_rank + nproc) if not (run_dir / f"rank{r}.json").exists()]

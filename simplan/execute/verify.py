@@ -38,10 +38,10 @@ def load_for_verify(path: str | Path, hardware: str | None = None):
 def predicted_activation_bytes(scenario) -> list[float]:
     """Memory-model bytes per micro-batch for each pipeline rank (its chunks' layers)."""
     from simplan.cost.memory import activation_bytes_per_microbatch
-    from simplan.plan.partition import uniform
+    from simplan.plan.partition import plan_chunks
 
     plan = scenario.plan
-    chunks = uniform(scenario.graph, plan.pp * plan.virtual_stages)
+    chunks = plan_chunks(scenario.graph, plan)
     out = []
     for stage in range(plan.pp):
         layers = [layer for c, chunk in enumerate(chunks) if c % plan.pp == stage for layer in chunk]
@@ -54,11 +54,16 @@ def _rel(predicted: float, measured: float) -> float:
 
 
 def verify_one(path: str | Path, opts: RunOptions, hardware: str | None = None) -> dict:
+    scenario = load_for_verify(path, hardware)
+    return compare(path, scenario, run_plan(scenario.model, scenario.plan, opts))
+
+
+def compare(path: str | Path, scenario, measured: dict) -> dict:
+    """The verify row of ``scenario`` against an executor measurement of its model and plan
+    (one measurement can be compared under several hardware profiles)."""
     from simplan.sim import simulate
 
-    scenario = load_for_verify(path, hardware)
     result = simulate(scenario)
-    measured = run_plan(scenario.model, scenario.plan, opts)
     pred_stage = predicted_activation_bytes(scenario)
     per_rank = []
     for rank, (meas, stage) in enumerate(zip(measured["activation_bytes_per_rank"], measured["pp_rank_of_rank"])):

@@ -84,10 +84,15 @@ FIELDS: tuple[_Field, ...] = (
     _Field("network", "switch_ports", "ports", "switch_ports"),
     _Field("software", "step_overhead_ms", "nonnegative", "step_overhead_s", _ms_to_s),
 )
+OPTIONAL_FIELDS: tuple[_Field, ...] = (
+    _Field("software", "dtensor_op_overhead_us", "nonnegative", "dtensor_op_overhead_s", us_to_s),
+)
+"""Keys a profile may leave out (the dataclass default applies, 0); present, they need a source."""
 SECTIONS = ("gpu", "node", "network", "software")
 TOP_REQUIRED = ("name", *SECTIONS, "sources")
 TOP_OPTIONAL = ("description", "calibration")
 SOURCE_KEYS = tuple(f.path for f in FIELDS)
+OPTIONAL_SOURCE_KEYS = tuple(f.path for f in OPTIONAL_FIELDS)
 
 
 # --- reading the file -------------------------------------------------------------------
@@ -242,13 +247,15 @@ def profile_from_dict(data: Any, shown: str = "hardware") -> HardwareProfile:
         body = data[section]
         require(isinstance(body, dict), f"{shown}: {section}: expected a mapping, got {body!r}")
         keys = tuple(f.key for f in FIELDS if f.section == section)
-        _check_keys(body, keys, keys, f"{shown}: {section}")
-        for f in FIELDS:
-            if f.section == section:
+        optional = tuple(f.key for f in OPTIONAL_FIELDS if f.section == section)
+        _check_keys(body, keys + optional, keys, f"{shown}: {section}")
+        for f in FIELDS + OPTIONAL_FIELDS:
+            if f.section == section and f.key in body:
                 values[f.attr] = _check_field(f, body[f.key], shown)
     sources = data["sources"]
     require(isinstance(sources, dict), f"{shown}: sources: expected a mapping of field to source, got {sources!r}")
-    _check_keys(sources, SOURCE_KEYS, SOURCE_KEYS, f"{shown}: sources")
+    present = tuple(f.path for f in OPTIONAL_FIELDS if f.key in data[f.section])
+    _check_keys(sources, SOURCE_KEYS + OPTIONAL_SOURCE_KEYS, SOURCE_KEYS + present, f"{shown}: sources")
     for key, text in sources.items():
         require(isinstance(text, str) and text.strip() != "",
                 f"{shown}: sources.{key}: expected a non-empty string naming where the number comes from, got {text!r}")
@@ -303,11 +310,17 @@ def _from_si(f: _Field, value: Any) -> Any:
     return back(value)
 
 
+def _written_optional(profile: HardwareProfile) -> tuple[_Field, ...]:
+    """Optional fields a file states: those with a source or a value off the default (0)."""
+    return tuple(f for f in OPTIONAL_FIELDS if profile.sources.get(f.path) or getattr(profile, f.attr) != 0)
+
+
 def profile_to_yaml_dict(profile: HardwareProfile) -> dict:
     """The profile in the file schema (vendor units), ready for ``yaml.safe_dump``."""
     out: dict[str, Any] = {"name": profile.name, "description": profile.description}
+    written = FIELDS + _written_optional(profile)
     for section in SECTIONS:
-        out[section] = {f.key: _from_si(f, getattr(profile, f.attr)) for f in FIELDS if f.section == section}
+        out[section] = {f.key: _from_si(f, getattr(profile, f.attr)) for f in written if f.section == section}
     out["sources"] = dict(profile.sources)
     out["calibration"] = dict(profile.calibration)
     return out
@@ -318,7 +331,8 @@ def dump_hardware(profile: HardwareProfile, path: str | Path) -> None:
     back so that a file this writes always passes the loader's checks."""
     path = Path(path)
     require(path.suffix in SUFFIXES, f"{path}: a profile file must end in {', '.join(SUFFIXES)}")
-    missing = [k for k in SOURCE_KEYS if not profile.sources.get(k)]
+    missing = [k for k in SOURCE_KEYS + tuple(f.path for f in _written_optional(profile))
+               if not profile.sources.get(k)]
     require(not missing, f"{profile.name}: sources missing for {', '.join(missing)}; every number needs one")
     data = profile_to_yaml_dict(profile)
     if path.suffix == ".json":

@@ -58,6 +58,9 @@ class HardwareProfile:
     # --- software ---
     step_overhead_s: float = 0.0
     """Fixed cost per optimizer step outside the modelled kernels (framework, data loader)."""
+    dtensor_op_overhead_s: float = 0.0
+    """Host time DTensor dispatch adds to each kernel of an op that tensor parallelism
+    shards (sharding propagation, wrap and unwrap), on top of ``kernel_overhead_s``."""
     sources: dict[str, str] = field(default_factory=dict)
     calibration: dict = field(default_factory=dict)
     """What a calibrated profile was fitted on (file, rows, held-out error)."""

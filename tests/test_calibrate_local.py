@@ -1,0 +1,192 @@
+"""``simplan calibrate --local``: the CPU and GPU code paths (the GPU path run on this CPU with
+small sizes), the fits, the optional DTensor field of a profile and what the simulator charges
+for it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import yaml
+
+torch = pytest.importorskip("torch")
+
+from simplan.cli import main  # noqa: E402
+from simplan.cost.compute import layer_time  # noqa: E402
+from simplan.errors import SimplanError  # noqa: E402
+from simplan.execute import calibrate_local as cal  # noqa: E402
+from simplan.hardware.load import PROFILE_DIR, dump_hardware, load_hardware  # noqa: E402
+from simplan.model import build_graph, load_model  # noqa: E402
+from simplan.plan import Plan  # noqa: E402
+
+EXACT = 1e-9
+
+
+# --- fits on synthetic times: the formulas, no clock -----------------------------------------
+
+def test_device_fit_recovers_the_rate_and_half_size_of_the_compute_model():
+    rate, half, gap = 700e12, 3.7e9, 4e-6  # H100-like: F_half of the shipped h100 profile
+    rows = [{"n": n, "flops": 2.0 * n**3, "time_s": (2.0 * n**3 + half) / rate} for n in (2048, 4096, 8192)]
+    rows.insert(0, {"n": 256, "flops": 2.0 * 256**3, "time_s": gap})  # launch-bound: left out of the fit
+    fit = cal.fit_device_matmul(rows, peak=989.5e12, launch_gap_s=gap)
+    assert fit["sizes_used"] == [2048, 4096, 8192]
+    assert fit["rate_flops_per_s"] == pytest.approx(rate, rel=1e-6)
+    assert fit["half_flops"] == pytest.approx(half, rel=1e-6)
+    assert fit["efficiency"] == pytest.approx(rate / 989.5e12, rel=1e-6)
+
+
+def test_device_fit_needs_two_device_bound_sizes():
+    rows = [{"n": n, "flops": 2.0 * n**3, "time_s": 1e-6} for n in (64, 128, 256)]
+    with pytest.raises(SimplanError, match="launch gaps"):
+        cal.fit_device_matmul(rows, peak=1e15, launch_gap_s=1e-6)
+
+
+def test_host_fit_takes_the_per_op_overhead_out_of_the_intercept():
+    rate, half, per_op = 80e9, 2e5, 30e-6
+    rows = [{"n": n, "flops": 2.0 * n**3, "time_s": (2.0 * n**3 + half) / rate + per_op} for n in (64, 128, 512)]
+    fit = cal.fit_host_matmul(rows, peak=160e9, per_op_s=per_op)
+    assert fit["efficiency"] == pytest.approx(0.5, rel=1e-6)
+    assert fit["half_flops"] == pytest.approx(half, rel=1e-4)
+
+
+@pytest.mark.parametrize("name, profile", [
+    ("NVIDIA H100 80GB HBM3", "h100-sxm-80gb"), ("NVIDIA H200", "h200-sxm-141gb"),
+    ("NVIDIA A100-SXM4-40GB", "a100-sxm-40gb"), ("NVIDIA A100-SXM4-80GB", "a100-sxm-80gb"),
+    ("NVIDIA B200", "b200"), ("Tesla V100-SXM2-32GB", "v100-sxm-32gb"), ("AMD Instinct MI300X", "mi300x")])
+def test_gpu_name_picks_its_shipped_profile(name, profile):
+    assert cal.gpu_profile_name(name) == profile
+    assert (PROFILE_DIR / f"{profile}.yaml").exists()
+
+
+def test_unknown_gpu_asks_for_a_base():
+    with pytest.raises(SimplanError, match="--base"):
+        cal.gpu_profile_name("NVIDIA GeForce GT 710")
+
+
+# --- the GPU path, run on this CPU ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def accelerator_measurements():
+    base = load_hardware("h100-sxm-80gb")
+    m = cal.measure_accelerator(base, "tiny-gpt", device="cpu", log=lambda _: None, matmul_sizes=(128, 256, 384),
+                                elementwise_shape=(128, 1024), copy_bytes=8 * 2**20, dtype=torch.float32)
+    return base, m
+
+
+def test_gpu_path_writes_a_profile_that_keeps_the_datasheet_and_records_the_measurements(accelerator_measurements,
+                                                                                       tmp_path):
+    base, m = accelerator_measurements
+    assert m["launch_gap_s"] > 0 and m["copy_bytes_per_s"] > 0 and m["peak_dtype"] == "fp32"
+    path = tmp_path / "gpu-local.yaml"
+    dump_hardware(cal.accelerator_profile(base, m), path)
+    p = load_hardware(str(path))
+    assert p.name == "h100-sxm-80gb-local"
+    assert p.peak_flops_per_s == base.peak_flops_per_s and p.hbm_bytes_per_s == base.hbm_bytes_per_s
+    assert (p.fabric, p.intra_bytes_per_s, p.dtensor_op_overhead_s) == (base.fabric, base.intra_bytes_per_s, 0.0)
+    assert p.matmul_efficiency == pytest.approx(m["matmul_fit"]["rate_flops_per_s"] / 67e12, rel=EXACT)
+    assert p.memory_efficiency == pytest.approx(m["elementwise_bytes_per_s"] / 3350e9, rel=EXACT)
+    assert p.kernel_overhead_s == pytest.approx(m["framework"]["per_op_s"], rel=EXACT)
+    assert p.step_overhead_s == pytest.approx(m["framework"]["optimizer_s"], rel=EXACT)
+    for key in ("gpu.matmul_efficiency", "gpu.memory_efficiency", "gpu.kernel_overhead_us",
+                "software.step_overhead_ms"):
+        assert "calibrate --local" in p.sources[key]
+    assert p.sources["node.intra_gbyte_per_s"] == base.sources["node.intra_gbyte_per_s"]
+    assert p.calibration["device"] == "cpu" and len(p.calibration["matmul"]) == 3
+    yaml.safe_load(path.read_text())  # plain YAML: no Python objects in the calibration section
+
+
+def test_gpu_path_refuses_a_base_slower_than_the_device(accelerator_measurements):
+    base, m = accelerator_measurements
+    slow = replace(base, hbm_bytes_per_s=m["elementwise_bytes_per_s"] / 2)
+    with pytest.raises(SimplanError, match="memory_efficiency = 2.000"):
+        cal.accelerator_profile(slow, m)
+
+
+def test_gpu_path_runs_bf16_as_on_a_gpu():
+    base = load_hardware("h100-sxm-80gb")
+    m = cal.measure_accelerator(base, "tiny-gpt", device="cpu", log=lambda _: None, matmul_sizes=(128, 256),
+                                elementwise_shape=(64, 256), copy_bytes=2**20)
+    assert m["peak_dtype"] == "bf16" and m["dtype"] == "bf16"
+
+
+# --- DTensor dispatch: measured, stored, charged ----------------------------------------------
+
+def test_dtensor_dispatch_costs_time_per_sharded_kernel():
+    d = cal.bench_dtensor("tiny-gpt", rounds=2)
+    # tiny-gpt: 4 layers x (qkv, core, proj, fc1, act, fc2) + embedding + head are tp-sharded
+    spec = cal._small_spec("tiny-gpt")
+    assert d["sharded_kernels"] == sum(1 + max(1, round(op.bwd_factor)) for layer in build_graph(spec).order
+                                       for op in layer.ops if op.sharding == "tp")
+    assert d["dtensor_fwd_bwd_s"] > d["plain_fwd_bwd_s"] and d["per_kernel_s"] > 0
+
+
+def _with_dtensor(tmp_path, value, source=True):
+    data = yaml.safe_load((PROFILE_DIR / "cpu-host.yaml").read_text())
+    data["software"]["dtensor_op_overhead_us"] = value
+    if source:
+        data["sources"]["software.dtensor_op_overhead_us"] = "test"
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_dtensor_overhead_is_optional_in_a_profile_and_round_trips(tmp_path):
+    assert load_hardware("cpu-host").dtensor_op_overhead_s == 0.0
+    p = load_hardware(_with_dtensor(tmp_path, 250))
+    assert p.dtensor_op_overhead_s == pytest.approx(250e-6, rel=EXACT)
+    dump_hardware(p, tmp_path / "q.yaml")
+    assert load_hardware(str(tmp_path / "q.yaml")).dtensor_op_overhead_s == pytest.approx(250e-6, rel=EXACT)
+    dump_hardware(load_hardware("cpu-host"), tmp_path / "r.yaml")  # left out when 0 and unsourced
+    assert "dtensor_op_overhead_us" not in (tmp_path / "r.yaml").read_text()
+
+
+@pytest.mark.parametrize("value, source, message", [
+    (-1, True, "software.dtensor_op_overhead_us: must be >= 0, got -1"),
+    (10, False, r"sources: missing key\(s\) software.dtensor_op_overhead_us"),
+    ("fast", True, "software.dtensor_op_overhead_us: expected a number"),
+])
+def test_bad_dtensor_overhead_is_a_user_error(tmp_path, value, source, message):
+    with pytest.raises(SimplanError, match=message):
+        load_hardware(_with_dtensor(tmp_path, value, source))
+
+
+@pytest.mark.parametrize("fabric", ["host", "nvswitch"])
+def test_dtensor_overhead_is_charged_per_kernel_of_the_ops_tensor_parallelism_shards(fabric):
+    spec = load_model("tiny-gpt")
+    hw0 = replace(load_hardware("cpu-host"), fabric=fabric, kernel_overhead_s=1.0)  # launch-bound on a GPU too
+    d = 0.25
+    hw = replace(hw0, dtensor_op_overhead_s=d)
+    layer = next(layer for layer in build_graph(spec).order if layer.name == "layer0.mlp")
+    kernels = {s: sum(1 + max(1, round(op.bwd_factor)) for op in layer.ops if op.sharding == s) for s in ("tp", "sp")}
+    base = dict(micro_batch=1, global_batch=1, precision="fp32")
+    for plan, charged in [(Plan(**base), 0), (Plan(tp=2, **base), kernels["tp"]),
+                          (Plan(tp=2, sequence_parallel=True, **base), kernels["tp"] + kernels["sp"])]:
+        t0, t = layer_time(layer, plan, hw0), layer_time(layer, plan, hw)
+        assert t.fwd_s + t.bwd_s - t0.fwd_s - t0.bwd_s == pytest.approx(d * charged, rel=1e-9)
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+def test_cuda_without_a_gpu_is_a_user_error(capsys, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    code = main(["calibrate", "--local", "--device", "cuda", "--out", str(tmp_path / "x.yaml")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --device cuda: no CUDA GPU") and err.count("\n") == 1
+
+
+def test_unknown_device_is_a_user_error(capsys, tmp_path):
+    code = main(["calibrate", "--local", "--device", "tpu", "--out", str(tmp_path / "x.yaml")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--device: cpu or cuda, got 'tpu'" in err
+
+
+def test_cpu_calibration_writes_a_profile_the_simulator_loads(tmp_path):
+    out = tmp_path / "local.yaml"
+    calibration = cal.calibrate_local(out, log=lambda _: None)
+    p = load_hardware(str(out))
+    assert p.name == "local" and p.fabric == "host" and set(p.peak_flops_per_s) == {"fp32"}
+    assert p.dtensor_op_overhead_s > 0 and "one-rank mesh" in p.sources["software.dtensor_op_overhead_us"]
+    assert 0 < p.matmul_efficiency <= 1 and 0 < p.memory_efficiency <= 1
+    assert set(calibration["collectives"]) == set(cal.COLLECTIVES)
+    assert calibration["device"] == "cpu" and calibration["wall_s"] > 0
