@@ -47,6 +47,8 @@ class Unit:
     acc: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     end_s: float = 0.0
     trace: list = field(default_factory=list)
+    gathers: dict = field(default_factory=dict)
+    """ZeRO-3: parameter all-gathers in flight, by (phase, layer index)."""
 
 
 class Engine:
@@ -249,7 +251,7 @@ class Engine:
         """FSDP: the parameters of layer i are gathered while layer i-1 computes (prefetch
         of one layer, FSDP's default backward/forward prefetch); here they are gathered
         on the data-parallel stream and the compute stream waits for what is not hidden."""
-        ev = u.__dict__.setdefault("_gathers", {})
+        ev = u.gathers
         if i == 0:
             ev[(id(steps), 0)] = self._start_gather(u, steps[0])
         if i + 1 < len(steps) and steps[i + 1].gather is not None:
