@@ -20,6 +20,7 @@ from simplan.errors import SimplanError, require
 
 app = typer.Typer(
     add_completion=False,
+    no_args_is_help=True,
     pretty_exceptions_enable=False,  # a bug shows Python's plain traceback
     help="Plan and simulate data / tensor / pipeline parallel training before renting the cluster.",
 )
