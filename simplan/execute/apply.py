@@ -104,7 +104,11 @@ def apply_ddp(module: nn.Module, dp_mesh, device: torch.device) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids, process_group=dp_mesh.get_group())
+    # the model's only buffers are constants (the causal mask), identical on every rank: with
+    # the default broadcast_buffers=True DDP would broadcast them from rank 0 before every
+    # synchronizing forward, a collective (and sync point) the training step does not need
+    return DistributedDataParallel(module, device_ids=ids, process_group=dp_mesh.get_group(),
+                                   broadcast_buffers=False)
 
 
 def apply_fsdp(chunk: Chunk, dp_mesh, reshard_after_forward: bool) -> nn.Module:

@@ -204,7 +204,10 @@ def run(job: dict) -> dict:
         device = torch.device("cuda", torch.cuda.current_device())
     else:
         device = torch.device("cpu")
+    # one intra-op thread per rank (the launcher's OMP_NUM_THREADS) and no inter-op pool beyond
+    # the calling thread, so that ranks do not oversubscribe the host's cores
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    torch.set_num_interop_threads(1)
     from datetime import timedelta
 
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=job["collective_timeout_s"]))
