@@ -21,6 +21,10 @@ A host device runs them in sequence; a GPU overlaps the gaps with the kernels.
   tensor parallelism applied through DTensor on a one-rank mesh (no communication) and
   without; the difference over the kernels of the tensor-parallel-sharded ops the
   simulator charges is ``dtensor_op_overhead_us``.
+* concurrency: the in-model matmul line, the elementwise rate, the per-op overhead and the
+  optimizer step are measured again in ``world`` (2) single-threaded processes at once,
+  as the executor's ranks run on the host's cores; the profile takes the median over the
+  processes (per rank with ``world`` ranks busy) and records the slowdown against alone.
 
 ``--device cuda`` (bf16, one GPU; peaks and HBM bandwidth stay the datasheet's in ``--base``):
 
@@ -361,6 +365,77 @@ def bench_dtensor(model_name: str, rounds: int = 5) -> dict:
                    f"({statistics.median(plain_s) * 1e3:.2f} ms), over the {kernels} kernels of its tp-sharded ops"}
 
 
+# --------------------------------------------------------------------------- concurrency (CPU)
+CONCURRENT_RANKS = 2
+"""Processes that run the compute microbenchmarks at once: the executor's verify suite runs
+2 ranks on a 2-core host, and there the ops of a 2-rank step took 1.3-1.7x the time a
+single-process calibration measured (issue 6); cores busy together share caches, memory
+bandwidth and clock, so the rates are measured under the same load."""
+
+
+CONCURRENT_ROUNDS = 2
+"""Rounds of (rank 0 alone, all ranks at once): alternating them in the same processes lets
+a change of the host's speed (a shared virtual machine) hit both alike, as in
+:func:`bench_dtensor`."""
+
+
+def _compute_phase(phase: str, model_name: str, done: dict) -> dict:
+    if phase == "framework":
+        fw = bench_framework(model_name)
+        return {"per_op_s": fw["per_op_s"], "optimizer_s": fw["optimizer_s"]}
+    if phase == "matmul":
+        inm = bench_model_matmul(model_name)
+        return {"rate_flops_per_s": inm["rate_flops_per_s"], "raw_half_flops": inm["raw_half_flops"]}
+    return {"elementwise_bytes_per_s": bench_elementwise("cpu", done["per_op_s"], combine="total")}
+
+
+def _concurrent_worker(rank: int, world: int, model_name: str, rounds: int, barrier, out: str) -> None:
+    """One of ``world`` single-threaded processes: each round, rank 0 measures alone while
+    the others wait, then all measure at once, every phase started together (``barrier``)."""
+    import torch
+
+    torch.set_num_threads(1)
+    rows: dict[str, list[dict]] = {"alone": [], "busy": []}
+    for _ in range(rounds):
+        for mode in ("alone", "busy"):
+            active = mode == "busy" or rank == 0
+            res: dict = {}
+            for phase in ("framework", "matmul", "elementwise"):
+                barrier.wait()
+                if active:
+                    res.update(_compute_phase(phase, model_name, res))
+            if active:
+                rows[mode].append(res)
+    Path(out, f"{rank}.json").write_text(json.dumps(rows))
+
+
+def bench_concurrent(model_name: str, world: int = CONCURRENT_RANKS, rounds: int = CONCURRENT_ROUNDS) -> dict:
+    """CPU: the per-op overhead and optimizer (:func:`bench_framework`), the in-model matmul
+    line (:func:`bench_model_matmul`) and the elementwise rate (:func:`bench_elementwise`)
+    measured in ``world`` single-threaded processes at once, as the executor's ranks run;
+    each figure is the median over processes and rounds (the rate one rank reaches while
+    ``world`` ranks are busy). ``alone`` holds the same figures of rank 0 measuring alone
+    in the rounds between, and ``slowdown`` the time busy / time alone."""
+    import multiprocessing
+
+    import torch.multiprocessing as mp
+
+    barrier = multiprocessing.get_context("spawn").Barrier(world)
+    with tempfile.TemporaryDirectory() as d:
+        mp.start_processes(_concurrent_worker, args=(world, model_name, rounds, barrier, d), nprocs=world,
+                           start_method="spawn")
+        per_rank = [json.loads(Path(d, f"{r}.json").read_text()) for r in range(world)]
+    busy_rows = [row for rank in per_rank for row in rank["busy"]]
+    alone_rows = per_rank[0]["alone"]
+    busy = {k: statistics.median(row[k] for row in busy_rows) for k in busy_rows[0]}
+    alone = {k: statistics.median(row[k] for row in alone_rows) for k in alone_rows[0]}
+    slowdown = {"per_op": busy["per_op_s"] / alone["per_op_s"], "optimizer": busy["optimizer_s"] / alone["optimizer_s"],
+                "matmul": alone["rate_flops_per_s"] / busy["rate_flops_per_s"],
+                "elementwise": alone["elementwise_bytes_per_s"] / busy["elementwise_bytes_per_s"]}
+    return {"ranks": world, "rounds": rounds, **busy, "half_flops": max(0.0, busy["raw_half_flops"]),
+            "alone": alone, "slowdown": slowdown, "per_rank": per_rank}
+
+
 # --------------------------------------------------------------------------- collectives (CPU)
 def _coll_worker(rank: int, world: int, port: int, out: str) -> None:
     import warnings
@@ -468,21 +543,25 @@ def host_profile(base, m: dict):
     """The CPU profile from the measurements ``m`` (see :func:`measure_host`)."""
     stamp = _stamp()
     mm, fw, dt, ar = m["matmul_fit"], m["framework"], m["dtensor"], m["collectives"]["allreduce"]
+    conc = m["concurrent"]
+    busy = f"median of {conc['ranks']} processes measuring at once (per rank with {conc['ranks']} ranks busy)"
     sources = dict(base.sources)
     sources.update({
         "gpu.peak_tflops": f"{stamp}: one core, {m['peak_how']}",
         "gpu.hbm_gbyte_per_s": f"{stamp}: torch.add on 64 MiB fp32 tensors, 3 x size bytes (STREAM add)",
-        "gpu.matmul_efficiency": f"{stamp}: {mm['in_model']['how']}: rate / peak (a hot torch.mm loop, n = "
+        "gpu.matmul_efficiency": f"{stamp}: {mm['in_model']['how']}, {busy}: rate / peak (alone "
+                                 f"{mm['rate_flops_per_s'] / 1e9:.1f} GFLOP/s; a hot torch.mm loop, n = "
                                  f"{CPU_MATMUL_SIZES[0]}..{CPU_MATMUL_SIZES[-1]}, reaches "
-                                 f"{mm['hot_loop_rate_flops_per_s'] / 1e9:.1f} GFLOP/s)",
-        "gpu.matmul_half_gflop": f"{stamp}: intercept x rate of the same in-model line",
+                                 f"{mm['hot_loop_rate_flops_per_s'] / 1e9:.1f} GFLOP/s alone)",
+        "gpu.matmul_half_gflop": f"{stamp}: intercept x rate of the same in-model line, {busy}",
         "gpu.memory_efficiency": f"{stamp}: GeLU, LayerNorm and add on 16 MiB tensors, total bytes over total "
-                                 "time / stream bandwidth",
-        "gpu.kernel_overhead_us": f"{stamp}: {fw['how']}",
+                                 f"time, {busy} / stream bandwidth (one process)",
+        "gpu.kernel_overhead_us": f"{stamp}: {fw['how']}; {busy}",
         "node.intra_gbyte_per_s": f"{stamp}: gloo all-reduce, 2 processes, fit t = 2(n-1) alpha + wire/B",
         "node.intra_latency_us": f"{stamp}: gloo all-reduce fit (per ring step)",
         "node.intra_efficiency": f"{stamp}: 1, the fitted bandwidth is already what gloo reaches",
-        "software.step_overhead_ms": f"{stamp}: AdamW step + zero_grad of the {m['model']} structure at hidden 8",
+        "software.step_overhead_ms": f"{stamp}: AdamW step + zero_grad of the {m['model']} structure at hidden 8, "
+                                     f"{busy}",
         "software.dtensor_op_overhead_us": f"{stamp}: {dt['how']}",
     })
     return replace(
@@ -492,14 +571,14 @@ def host_profile(base, m: dict):
                     "rank, gloo over loopback)",
         peak_flops_per_s={"fp32": m["peak_flops_per_s"]},
         hbm_bytes_per_s=m["stream_bytes_per_s"],
-        matmul_efficiency=mm["efficiency"],
-        matmul_half_flops=mm["half_flops"],
-        memory_efficiency=min(1.0, m["elementwise_bytes_per_s"] / m["stream_bytes_per_s"]),
-        kernel_overhead_s=fw["per_op_s"],
+        matmul_efficiency=conc["rate_flops_per_s"] / m["peak_flops_per_s"],
+        matmul_half_flops=conc["half_flops"],
+        memory_efficiency=min(1.0, conc["elementwise_bytes_per_s"] / m["stream_bytes_per_s"]),
+        kernel_overhead_s=conc["per_op_s"],
         intra_bytes_per_s=ar["bytes_per_s"],
         intra_latency_s=ar["latency_s"],
         intra_efficiency=1.0,
-        step_overhead_s=fw["optimizer_s"],
+        step_overhead_s=conc["optimizer_s"],
         dtensor_op_overhead_s=dt["per_kernel_s"],
         sources=sources,
         calibration=_calibration(m),
@@ -559,8 +638,9 @@ def _calibration(m: dict) -> dict:
     return {"kind": "local microbenchmarks", **plain(m)}
 
 
-def measure_host(model_name: str, log=print) -> dict:
-    """Every CPU measurement (one thread, fp32)."""
+def measure_host(model_name: str, log=print, world: int = CONCURRENT_RANKS) -> dict:
+    """Every CPU measurement (one thread, fp32): alone, then the compute rates again with
+    ``world`` processes busy (:func:`bench_concurrent`), which the profile keeps."""
     import torch
 
     torch.set_num_threads(1)
@@ -587,13 +667,24 @@ def measure_host(model_name: str, log=print) -> dict:
     stream = bench_stream()
     elementwise = bench_elementwise("cpu", fw["per_op_s"], combine="total")
     log(f"stream add {stream / 1e9:.1f} GB/s; elementwise ops {elementwise / 1e9:.1f} GB/s")
+    conc = bench_concurrent(model_name, world)
+    sd = conc["slowdown"]
+    log(f"with {world} ranks busy: {conc['per_op_s'] * 1e6:.1f} us per graph op (x{sd['per_op']:.2f}), optimizer "
+        f"{conc['optimizer_s'] * 1e3:.2f} ms (x{sd['optimizer']:.2f}), matmul in the model "
+        f"{conc['rate_flops_per_s'] / 1e9:.1f} GFLOP/s (x{sd['matmul']:.2f}), elementwise "
+        f"{conc['elementwise_bytes_per_s'] / 1e9:.1f} GB/s (x{sd['elementwise']:.2f})")
     coll = bench_collectives()
     ar = coll["allreduce"]
     log(f"gloo all-reduce: latency {ar['latency_s'] * 1e6:.1f} us per step, {ar['bytes_per_s'] / 1e9:.2f} GB/s")
     return {"device": "cpu", "device_name": "cpu", "host_cores": os.cpu_count(), "torch": str(torch.__version__),
             "threads_per_rank": 1, "dtype": "fp32", "model": model_name, "peak_flops_per_s": peak,
             "peak_how": peak_how, "framework": fw, "dtensor": dt, "matmul": mm, "matmul_fit": fit,
-            "stream_bytes_per_s": stream, "elementwise_bytes_per_s": elementwise, "collectives": coll,
+            "stream_bytes_per_s": stream, "elementwise_bytes_per_s": elementwise, "concurrent": conc,
+            "rates": f"per rank with {world} ranks busy (compute rates, per-op overhead and optimizer: the median "
+                     f"of {world} single-threaded processes measuring at once, concurrent.*; the figures outside "
+                     "concurrent are one process alone; concurrent.slowdown = time busy / time alone, measured "
+                     "in alternating rounds)",
+            "collectives": coll,
             "p2p_latency_s": coll["p2p"]["latency_s"], "p2p_bytes_per_s": coll["p2p"]["bytes_per_s"],
             "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
@@ -633,11 +724,11 @@ def measure_accelerator(base, model_name: str, device: str = "cuda", log=print, 
 
 
 def calibrate_local(out: str | Path, model_name: str | None = None, base: str | None = None, device: str = "cpu",
-                    log=print) -> dict:
+                    log=print, world: int = CONCURRENT_RANKS) -> dict:
     """Measure this host (``device="cpu"``) or its GPU 0 (``"cuda"``) and write a profile
     to ``out``; ``base`` supplies what no microbenchmark measures (default: cpu-host on a
     CPU, the shipped profile of the GPU's model on cuda). Returns the ``calibration``
-    section written."""
+    section written. ``world`` (CPU): ranks the compute rates are measured under."""
     import torch
 
     from simplan.hardware.load import dump_hardware, load_hardware
@@ -653,7 +744,9 @@ def calibrate_local(out: str | Path, model_name: str | None = None, base: str | 
         log(f"base profile: {base}")
     profile = load_hardware(base)
     if device == "cpu":
-        calibrated = host_profile(profile, measure_host(model_name, log))
+        if world < 1:
+            raise SimplanError(f"calibrate --local: world (ranks busy while measuring) must be >= 1, got {world}")
+        calibrated = host_profile(profile, measure_host(model_name, log, world))
     else:
         calibrated = accelerator_profile(profile, measure_accelerator(profile, model_name, device, log))
     calibrated = replace(calibrated, calibration={**calibrated.calibration,

@@ -45,7 +45,7 @@ from simplan.model.graph import RECOMPUTED_KINDS, LayerGraph
 from simplan.plan.partition import units as graph_units
 from simplan.plan.placement import GroupSpan, group_span
 from simplan.plan.plan import Plan
-from simplan.sim.lower import _bandwidths  # the per-rank link rates the lowering uses
+from simplan.sim.lower import link_rates
 from simplan.units import BYTES_PER_ELEMENT
 
 # Columns of the per-unit cost table (sums over the unit's layers, one micro-batch, one rank)
@@ -90,7 +90,7 @@ class Estimator:
         kinds = [[layer.kind for layer in u] for u in self.units]
         self.head_unit = next((i for i, k in enumerate(kinds) if "head" in k), None)
         self.embedding_unit = next((i for i, k in enumerate(kinds) if "embedding" in k), None)
-        self.intra_bps, self.inter_bps = _bandwidths(self.hw)
+        self.intra_bps, self.inter_bps = link_rates(self.hw)
         self.unit_out_bytes = np.array([u[-1].output_bytes for u in self.units])
         self.out_bytes = float(self.unit_out_bytes.max())
         self._tables: dict = {}
@@ -369,7 +369,7 @@ class Estimator:
             lat, full = self.bucket_time(plan)
             n_buckets = np.ceil(grads / DDP_BUCKET_BYTES)
             dp_total = n_buckets * lat + grads / DDP_BUCKET_BYTES * (full - lat)
-            if plan.dp_overlap:
+            if plan.dp_overlap and self.hw.fabric != "host":  # host: gloo reduces on the compute core (sim.lower)
                 exposed = np.maximum(dp_total - last_bwd / v, dp_total / np.maximum(n_buckets, 1))
             else:
                 exposed = dp_total

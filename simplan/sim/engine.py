@@ -69,7 +69,9 @@ class Engine:
         # folding: a blocking collective alone on its links takes its idle time, so a
         # run of steps collapses into one timeout with exactly the same result
         self.fold = program.exclusive_links and not program.zero3
-        self.overlap_dp = program.dp_comm is not None and self.plan.dp_overlap
+        # a host fabric reduces on the compute core (Program.comm_uses_compute_core): no overlap
+        self.overlap_dp = (program.dp_comm is not None and self.plan.dp_overlap
+                           and not program.comm_uses_compute_core)
         self._totals: dict[int, tuple] = {}
         self._p2p: dict[tuple, simpy.Event] = {}
         self._p2p_flight: dict[tuple, tuple[float, float]] = {}
@@ -146,7 +148,7 @@ class Engine:
                 self._memory(u, -c.act_bytes)
         # data-parallel synchronization, then the optimizer step
         t0 = env.now
-        if not plan.dp_overlap and self.p.dp_comm is not None:
+        if not self.overlap_dp and self.p.dp_comm is not None:
             u.dp_queue.put((env.now, grad_total, "grads"))
         done = env.event()
         u.dp_queue.put((env.now, 0.0, done))

@@ -100,19 +100,26 @@ class Program:
     """Tensor-parallel collectives have their links to themselves: nothing else crosses the
     in-node fabric of a rank while they run, so their time is their idle time."""
     step_overhead_s: float
+    comm_uses_compute_core: bool = False
+    """Collectives run on the rank's own compute core (``fabric: host``, gloo on a CPU):
+    ProcessGroupGloo runs gloo's allreduce algorithms (gloo/allreduce_ring.h and friends)
+    on worker threads of the rank's process, which sum and copy the buffers on the CPU, so
+    with one core per rank a data-parallel bucket cannot be reduced while backward
+    computes; the engine then reduces the gradients after the backward, as with
+    ``dp_overlap`` off."""
 
 
 def _comm(name: str, kind: str, size_bytes: float, span, hw, algorithm: str | None = None) -> Comm | None:
     if size_bytes <= 0 or (span.size <= 1 and kind != "p2p"):
         return None
-    intra, inter = _bandwidths(hw)
+    intra, inter = link_rates(hw)
     alg = algorithm or coll.best_algorithm(kind, size_bytes, span.ranks_per_node, span.nodes, hw.intra_latency_s,
                                            hw.inter_latency_s, intra, inter)
     ph = coll.phases(kind, alg, size_bytes, span.ranks_per_node, span.nodes, hw.intra_latency_s, hw.inter_latency_s)
     return Comm(name, ph, coll.idle_time_s(ph, intra, inter))
 
 
-def _bandwidths(hw) -> tuple[float, float]:
+def link_rates(hw) -> tuple[float, float]:
     """Per-rank bytes/s a collective reaches in the node and across nodes (NCCL bus
     bandwidth = link bandwidth x efficiency; across nodes one rank's share of the NICs,
     reduced by the fabric's oversubscription)."""
@@ -208,7 +215,7 @@ def lower(graph: LayerGraph, plan: Plan, cluster: Cluster, chunks=None) -> Progr
         chunks = plan_chunks(graph, plan)
     spans = {axis: group_span(plan, cluster, axis) for axis in ("tp", "cp", "dp", "ep")}
     spans["dpcp"] = spans["dp"] if plan.cp == 1 else _dp_cp_span(plan, cluster)
-    intra, inter = _bandwidths(hw)
+    intra, inter = link_rates(hw)
     act = max(BYTES_PER_ELEMENT[plan.precision], 2) / 2
     programs = []
     for c, layers in enumerate(chunks):
@@ -264,6 +271,7 @@ def lower(graph: LayerGraph, plan: Plan, cluster: Cluster, chunks=None) -> Progr
         intra_latency_s=hw.intra_latency_s, inter_latency_s=hw.inter_latency_s,
         intra_bytes_per_s=intra, inter_bytes_per_s=inter, ps_bytes_per_s=ps_bw,
         exclusive_links=not others_on_fabric, step_overhead_s=hw.step_overhead_s,
+        comm_uses_compute_core=hw.fabric == "host",
     )
 
 
