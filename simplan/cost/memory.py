@@ -185,22 +185,20 @@ def recompute_working_bytes(layers: Sequence[Layer], plan: Plan) -> float:
     return max((activation_bytes_per_microbatch(u, full) for u in _recompute_units(layers)), default=0.0)
 
 
-def _param_count_per_gpu(layer: Layer, plan: Plan, graph: LayerGraph) -> tuple[float, float]:
+def params_per_gpu(layer: Layer, plan: Plan) -> tuple[float, float]:
     """(dense, expert) parameters of ``layer`` on one GPU. Tensor parallelism divides
     ``tp``-sharded parameters; expert parallelism divides a MoE layer's experts
-    (Lepikhin et al. 2021, GShard; the router and norm, hidden * (experts + 1), stay)."""
+    (Lepikhin et al. 2021, GShard; the router and norm stay whole)."""
     tp = plan.tp if layer.params_sharding == "tp" else 1
-    if layer.experts:
-        non_expert = graph.spec.hidden * (layer.experts + 1)
-        return non_expert / tp, (layer.params - non_expert) / (tp * plan.ep)
-    return layer.params / tp, 0.0
+    dense = layer.params - layer.expert_params
+    return dense / tp, layer.expert_params / (tp * plan.ep)
 
 
 def _stage_params(stage_layers: Sequence[Layer], plan: Plan, graph: LayerGraph,
                   holds_tied_copy: bool) -> tuple[float, float]:
     dense = expert = 0.0
     for layer in stage_layers:
-        d, e = _param_count_per_gpu(layer, plan, graph)
+        d, e = params_per_gpu(layer, plan)
         dense += d
         expert += e
     if holds_tied_copy:
@@ -287,7 +285,7 @@ def scenario_memory(scenario: "Scenario") -> MemoryReport:
 
 
 def _comm_buffer_bytes(plan: Plan, graph: LayerGraph, layers: Sequence[Layer],
-                       local: Sequence[Sequence[Layer]], params_per_gpu: float) -> float:
+                       local: Sequence[Sequence[Layer]], stage_params: float) -> float:
     """Communication buffers a stage holds on top of its model states and activations.
 
     Data parallelism without ZeRO-3: one gradient bucket being reduced, 25 MiB by
@@ -303,10 +301,10 @@ def _comm_buffer_bytes(plan: Plan, graph: LayerGraph, layers: Sequence[Layer],
     out = 0.0
     if plan.dp * plan.cp > 1:
         if plan.zero_stage >= 3:
-            largest = max((sum(_param_count_per_gpu(layer, plan, graph)) for layer in layers), default=0.0)
+            largest = max((sum(params_per_gpu(layer, plan)) for layer in layers), default=0.0)
             out += 2 * largest * weight_bytes
         else:
-            out += min(DDP_BUCKET_BYTES, params_per_gpu * grad_bytes)
+            out += min(DDP_BUCKET_BYTES, stage_params * grad_bytes)
     if plan.pp > 1:
         boundary = max((chunk[-1].output_bytes for chunk in local if chunk), default=0.0)
         sp_div = plan.tp if plan.sequence_parallel else 1

@@ -81,6 +81,8 @@ class Layer:
     combine; forward and backward each do both)."""
     experts: int = 0
     """MoE: experts in this layer (expert parallelism divides them)."""
+    expert_params: int = 0
+    """MoE: the part of ``params`` in the experts (the router and norm stay whole)."""
 
     @property
     def fwd_flops(self) -> float:

@@ -132,6 +132,7 @@ def moe_block(spec: ModelSpec, i: int) -> Layer:
         tp_bwd_allreduce_bytes=ACT * s * h,
         a2a_bytes=ACT * s * h * k,  # each token's hidden state to each of its k experts
         experts=e,
+        expert_params=e * 3 * h * f,
     )
 
 

@@ -39,7 +39,7 @@ import numpy as np
 from simplan.cost import collectives as coll
 from simplan.cost.compute import layer_time, op_time_s, optimizer_time_s, shard_factor
 from simplan.cost.memory import (ACTIVATION_SCALE, DDP_BUCKET_BYTES, layer_activation_bytes,
-                                 model_state_bytes, schedule_order)
+                                 model_state_bytes, params_per_gpu, schedule_order)
 from simplan.hardware.cluster import Cluster
 from simplan.model.graph import RECOMPUTED_KINDS, LayerGraph
 from simplan.plan.partition import units as graph_units
@@ -154,17 +154,12 @@ class Estimator:
             col[_C["rtp_bytes"]], col[_C["rtp_n"]] = tpf, tpf > 0
             # full recomputation holds one checkpointed unit's full activations (memory.recompute_working_bytes)
             ex[0] = layer_activation_bytes(layer, variants["none"])
-        split = p.tp if layer.params_sharding == "tp" else 1
-        if layer.experts:
-            non_expert = self.graph.spec.hidden * (layer.experts + 1)
-            col[_C["params_dense"]] = non_expert / split
-            col[_C["params_expert"]] = (layer.params - non_expert) / (split * p.ep)
-            col[_C["params_local"]] = layer.params / split / p.ep
-        else:
-            col[_C["params_dense"]] = col[_C["params_local"]] = layer.params / split
+        dense, expert = params_per_gpu(layer, p)
+        col[_C["params_dense"]], col[_C["params_expert"]] = dense, expert
+        col[_C["params_local"]] = dense + expert
         for rc, plan_rc in variants.items():
             col[_C[f"act_{rc}"]] = layer_activation_bytes(layer, plan_rc)
-        ex[1] = layer.params / split
+        ex[1] = dense + expert  # the largest layer gathered by ZeRO-3 (memory._comm_buffer_bytes)
         if layer.cp_kv_bytes and p.cp > 1:
             ex[2] = layer.cp_kv_bytes * p.micro_batch / p.cp / p.tp * act * p.cp
             ex[3], ex[4] = t.fwd_s, t.bwd_s
@@ -471,4 +466,4 @@ def _layer_key(layer) -> tuple:
     """Everything of a layer its costs depend on (its name aside)."""
     return (layer.kind, layer.ops, layer.params, layer.params_sharding, tuple(sorted(layer.act_saved_bytes.items())),
             layer.act_core_bytes, layer.act_fp32_bytes, layer.input_bytes, layer.output_bytes, layer.tp_fwd_allreduce_bytes,
-            layer.tp_bwd_allreduce_bytes, layer.cp_kv_bytes, layer.a2a_bytes, layer.experts)
+            layer.tp_bwd_allreduce_bytes, layer.cp_kv_bytes, layer.a2a_bytes, layer.experts, layer.expert_params)

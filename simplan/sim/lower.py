@@ -15,7 +15,7 @@ from functools import lru_cache
 
 from simplan.cost import collectives as coll
 from simplan.cost.compute import layer_time, ops_time_s, optimizer_time_s, shard_factor
-from simplan.cost.memory import activation_bytes_per_microbatch
+from simplan.cost.memory import activation_bytes_per_microbatch, params_per_gpu
 from simplan.hardware.cluster import Cluster
 from simplan.model.graph import RECOMPUTED_KINDS, LayerGraph
 from simplan.model.layer import Layer
@@ -193,10 +193,7 @@ def _recompute_steps(layers: tuple[Layer, ...], plan: Plan, hw, spans) -> tuple[
 
 
 def _local_params(layer: Layer, plan: Plan) -> float:
-    split = plan.tp if layer.params_sharding == "tp" else 1
-    if layer.experts and plan.ep > 1:
-        return layer.params / split / plan.ep
-    return layer.params / split
+    return sum(params_per_gpu(layer, plan))
 
 
 def _grad_bytes(plan: Plan) -> int:
