@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from simplan.errors import SimplanError, require
+from simplan.errors import SimplanError, read_text, require
 from simplan.hardware.cluster import Cluster, load_cluster
 from simplan.hardware.load import load_hardware
 from simplan.hardware.profile import HardwareProfile
@@ -52,16 +52,7 @@ def _read(source: str | Path | dict, where: str | None) -> tuple[dict, str, Path
         return source, where or "scenario", None
     path = Path(source)
     label = where or str(source)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise SimplanError(f"{label}: no such scenario file") from None
-    except IsADirectoryError:
-        raise SimplanError(f"{label}: is a directory, not a scenario file") from None
-    except UnicodeDecodeError as e:
-        raise SimplanError(f"{label}: not a text file ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise SimplanError(f"{label}: cannot read ({e.strerror})") from None
+    text = read_text(path, label, "scenario file")
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)

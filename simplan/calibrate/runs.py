@@ -19,7 +19,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from simplan.errors import SimplanError, require
+from simplan.errors import SimplanError, read_text, require
 
 GPT2_VOCAB = 50257
 """GPT-2 BPE tokenizer (Radford et al. 2019)."""
@@ -97,12 +97,7 @@ def _int(row: dict, key: str, where: str) -> int:
 def read_runs(path: str | Path) -> list[MeasuredRun]:
     """Rows of a measured-runs CSV (header as in ``COLUMNS``; other columns are ignored)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise SimplanError(f"{path}: no such measured-runs file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SimplanError(f"{path}: cannot read ({e})") from None
+    text = read_text(path, str(path), "measured-runs file", encoding="utf-8-sig")
     reader = csv.DictReader(text.splitlines())
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [c for c in COLUMNS.values() if c not in header]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from simplan.errors import SimplanError
+from simplan.errors import SimplanError, read_text
 from simplan.execute.launch import RunOptions, run_plan
 
 
@@ -25,10 +25,7 @@ def load_for_verify(path: str | Path, hardware: str | None = None):
 
     if hardware is None:
         return load_scenario(path)
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise SimplanError(f"{path}: no such scenario file") from None
+    data = yaml.safe_load(read_text(path, str(path), "scenario file"))
     if not isinstance(data, dict):
         raise SimplanError(f"{path}: expected a mapping with sections model, hardware, cluster, plan")
     data["hardware"] = hardware

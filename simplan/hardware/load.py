@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import yaml
 
-from simplan.errors import SimplanError, require
+from simplan.errors import SimplanError, read_text, require
 from simplan.hardware.profile import FABRICS, TOPOLOGIES, HardwareProfile
 from simplan.units import GIB, GIGA, TERA, gbit_per_s_to_bytes_per_s, gbyte_per_s_to_bytes_per_s, us_to_s
 
@@ -135,12 +135,7 @@ def _display(path: Path) -> str:
 
 
 def _read(path: Path, shown: str) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SimplanError(f"{shown}: no such hardware profile file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SimplanError(f"{shown}: cannot read: {exc}") from None
+    text = read_text(path, shown, "hardware profile file")
     if path.suffix == ".json":
         def pairs(items: list) -> dict:
             keys = [k for k, _ in items]
