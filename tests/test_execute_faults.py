@@ -120,3 +120,26 @@ def test_cli_without_torch_exits_2(tmp_path, capsys, monkeypatch):
     path = _scenario(tmp_path, "  dp: 2\n  global_batch: 8\n  precision: fp32\n")
     assert main(["run", str(path)]) == 2
     assert "torch: not installed" in capsys.readouterr().err
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_dead_rank_skips_ranks_stopped_by_sigterm(tmp_path):
+    """torchrun SIGTERMs the survivors of a failure; a survivor that is gone before the
+    launcher looks must not be named instead of the rank that was killed."""
+    from simplan.execute.launch import _dead_rank
+
+    for rank in (0, 1):
+        (tmp_path / f"rank{rank}.pid").write_text(str(_dead_pid()))
+    (tmp_path / "rank0.stopped").write_text("SIGTERM")
+    message, user_error = _dead_rank(tmp_path)
+    assert message.startswith("rank 1 died") and not user_error
+    (tmp_path / "rank1.error.json").write_text("{}")  # rank 1 reported its own failure
+    assert _dead_rank(tmp_path) is None

@@ -180,14 +180,21 @@ def _pids(run_dir: Path) -> dict[int, int]:
 
 
 def _dead_rank(run_dir: Path) -> tuple[str, bool] | None:
-    """The first rank whose process is gone with neither a result nor an error report."""
-    for rank, pid in sorted(_pids(run_dir).items()):
-        if not _alive(pid) and not (run_dir / f"rank{rank}.json").exists():
-            time.sleep(POLL_S)
-            if (run_dir / f"rank{rank}.json").exists() or (run_dir / f"rank{rank}.error.json").exists():
-                continue
-            return f"rank {rank} died without a result (pid {pid}, killed or crashed: {_exit_of(run_dir, rank)})", False
-    return None
+    """The first rank whose process is gone with neither a result nor an error report.
+    Ranks stopped by a SIGTERM (torchrun stops the survivors of a failure that way; the
+    worker leaves a mark) are not a cause and are skipped."""
+    def silent(rank: int) -> bool:
+        return not any((run_dir / f"rank{rank}.{what}").exists() for what in ("json", "error.json", "stopped"))
+
+    dead = [(rank, pid) for rank, pid in sorted(_pids(run_dir).items()) if not _alive(pid) and silent(rank)]
+    if not dead:
+        return None
+    time.sleep(POLL_S)  # a report or a mark being written lands now
+    dead = [(rank, pid) for rank, pid in dead if silent(rank)]
+    if not dead:
+        return None
+    rank, pid = dead[0]
+    return f"rank {rank} died without a result (pid {pid}, killed or crashed: {_exit_of(run_dir, rank)})", False
 
 
 def _watch(proc: subprocess.Popen, run_dir: Path, nproc: int, opts: RunOptions, first_rank: int):

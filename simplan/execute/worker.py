@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
 import statistics
 import sys
 import time
@@ -272,6 +273,14 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     run_dir = Path(job["run_dir"])
     (run_dir / f"rank{rank}.pid").write_text(str(os.getpid()))
+
+    def stopped(signum, _frame):
+        # torchrun (or the launcher) stops the surviving ranks with SIGTERM when one fails;
+        # the mark tells the launcher this rank was stopped, not the one that died first
+        (run_dir / f"rank{rank}.stopped").write_text(signal.Signals(signum).name)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stopped)
     try:
         out = run(job)
     except BaseException as exc:  # report every failure, including a SimplanError, with its rank
