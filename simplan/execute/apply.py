@@ -56,8 +56,13 @@ def apply_tp(chunk: Chunk, tp_mesh, sequence_parallel: bool, loss_parallel: bool
                                        ("mlp", "mlp", mlp_names[:-1], mlp_names[-1])):
             if sequence_parallel:
                 plan[f"{block}.norm"] = SequenceParallel()
-                plan[f"{block}.{inner}"] = PrepareModuleInput(input_layouts=(seq,), desired_input_layouts=(Replicate(),),
-                                                              use_local_output=True)
+            # the block input enters as one replicated DTensor shared by its column-parallel
+            # projections (q, k, v; or w1, w3), so that backward sums their input gradients
+            # locally and reduces once, Megatron-LM's f operator (torchtitan does the same);
+            # a plain tensor would make each projection reduce its own input gradient
+            plan[f"{block}.{inner}"] = PrepareModuleInput(input_layouts=(block_out,),
+                                                          desired_input_layouts=(Replicate(),),
+                                                          use_local_output=False)
             for c in col:
                 plan[f"{block}.{inner}.{c}"] = ColwiseParallel()
             plan[f"{block}.{inner}.{row}"] = RowwiseParallel(output_layouts=block_out)

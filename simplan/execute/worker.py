@@ -152,8 +152,24 @@ class Runner:
                     loss.backward()
                 total += _full(loss.detach()).item()
             loss = total
+        self._finalize_grads()
         self.optimizer.step()
         return loss
+
+    def _finalize_grads(self) -> None:
+        """Reduce each pending (Partial) DTensor gradient once before the optimizer. With
+        sequence parallelism the norms' replicated weights see sequence shards, so their
+        gradients are partial sums over the tp ranks (Megatron-LM all-reduces them in
+        finalize_model_grads); left alone, every foreach pass of AdamW would reduce them again."""
+        if self.plan.tp == 1:
+            return
+        from torch.distributed.tensor import DTensor, Partial
+
+        for model in self.wrapped.values():
+            for param in model.parameters():
+                grad = param.grad
+                if isinstance(grad, DTensor) and any(isinstance(pl, Partial) for pl in grad.placements):
+                    param.grad = grad.redistribute(grad.device_mesh, param.placements)
 
     def activation_bytes(self) -> int:
         """Bytes one micro-batch leaves saved for backward through this rank's chunks

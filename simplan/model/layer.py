@@ -74,6 +74,12 @@ class Layer:
     tp_bwd_allreduce_bytes: float = 0.0
     """Per sample, bytes of the tensor-parallel all-reduce of the input gradient in
     backward (Megatron-LM's f operator)."""
+    tp_fwd_fp32_allreduces: tuple[float, ...] = ()
+    """Per sample, bytes of each further tensor-parallel all-reduce in forward whose
+    values are fp32 whatever the precision (not rescaled): the vocabulary-parallel cross
+    entropy's three, of one value per token each (max logit, target logit, sum of
+    exponentials; Megatron-LM core/tensor_parallel/cross_entropy.py, and torch's
+    loss_parallel). Latency-bound on every fabric."""
     cp_kv_bytes: float = 0.0
     """Per sample, bytes of keys and values that context parallelism gathers (attention)."""
     a2a_bytes: float = 0.0

@@ -194,6 +194,8 @@ def head(spec: ModelSpec) -> Layer:
         output_bytes=4.0,
         # the logits input is copied to every rank: its gradient is all-reduced (f operator)
         tp_bwd_allreduce_bytes=ACT * s * h,
+        # vocabulary-parallel cross entropy: all-reduce max, target logit and sum of exps
+        tp_fwd_fp32_allreduces=(4.0 * s,) * 3,
     )
 
 

@@ -143,7 +143,8 @@ class Estimator:
         col[_C["wgt"]] = sum(op_time_s(op, p, hw) for op in layer.ops if op.weight_bytes > 0)
         tpf = layer.tp_fwd_allreduce_bytes * p.micro_batch / p.cp * act
         tpb = layer.tp_bwd_allreduce_bytes * p.micro_batch / p.cp * act
-        col[_C["tpf_bytes"]], col[_C["tpf_n"]] = tpf, tpf > 0
+        extra = [b * p.micro_batch / p.cp for b in layer.tp_fwd_fp32_allreduces]
+        col[_C["tpf_bytes"]], col[_C["tpf_n"]] = tpf + sum(extra), (tpf > 0) + len(extra)
         col[_C["tpb_bytes"]], col[_C["tpb_n"]] = tpb, tpb > 0
         if layer.a2a_bytes and p.ep > 1:
             a2a = layer.a2a_bytes * p.micro_batch / p.cp / shard_factor("sp", p) * act
@@ -466,4 +467,4 @@ def _layer_key(layer) -> tuple:
     """Everything of a layer its costs depend on (its name aside)."""
     return (layer.kind, layer.ops, layer.params, layer.params_sharding, tuple(sorted(layer.act_saved_bytes.items())),
             layer.act_core_bytes, layer.act_fp32_bytes, layer.input_bytes, layer.output_bytes, layer.tp_fwd_allreduce_bytes,
-            layer.tp_bwd_allreduce_bytes, layer.cp_kv_bytes, layer.a2a_bytes, layer.experts, layer.expert_params)
+            layer.tp_bwd_allreduce_bytes, layer.tp_fwd_fp32_allreduces, layer.cp_kv_bytes, layer.a2a_bytes, layer.experts, layer.expert_params)

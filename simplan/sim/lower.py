@@ -153,6 +153,10 @@ def _steps(layers: tuple[Layer, ...], plan: Plan, hw, spans, backward: bool, par
             c = _comm("tp", "allreduce", tp_bytes, spans["tp"], hw, algorithm="ring")
             if c:
                 comms.append(c)
+            for nbytes in () if backward else layer.tp_fwd_fp32_allreduces:
+                c = _comm("tp", "allreduce", nbytes * plan.micro_batch / plan.cp, spans["tp"], hw, algorithm="ring")
+                if c:
+                    comms.append(c)
             if layer.a2a_bytes and plan.ep > 1:
                 a2a = layer.a2a_bytes * plan.micro_batch / plan.cp / shard_factor("sp", plan) * act
                 for _ in range(2):  # dispatch and combine
