@@ -45,7 +45,7 @@ from simplan.model.graph import RECOMPUTED_KINDS, LayerGraph
 from simplan.plan.partition import units as graph_units
 from simplan.plan.placement import GroupSpan, group_span
 from simplan.plan.plan import Plan
-from simplan.sim.lower import link_rates
+from simplan.sim.lower import link_rates, tp_allreduce_sizes
 from simplan.units import BYTES_PER_ELEMENT
 
 # Columns of the per-unit cost table (sums over the unit's layers, one micro-batch, one rank)
@@ -141,18 +141,17 @@ class Estimator:
         col[_C["fwd"]] = t.fwd_s
         col[_C["bwd"]] = t.bwd_s
         col[_C["wgt"]] = sum(op_time_s(op, p, hw) for op in layer.ops if op.weight_bytes > 0)
-        tpf = layer.tp_fwd_allreduce_bytes * p.micro_batch / p.cp * act
-        tpb = layer.tp_bwd_allreduce_bytes * p.micro_batch / p.cp * act
-        extra = [b * p.micro_batch / p.cp for b in layer.tp_fwd_fp32_allreduces]
-        col[_C["tpf_bytes"]], col[_C["tpf_n"]] = tpf + sum(extra), (tpf > 0) + len(extra)
-        col[_C["tpb_bytes"]], col[_C["tpb_n"]] = tpb, tpb > 0
+        tpf = tp_allreduce_sizes(layer, p, backward=False)
+        tpb = tp_allreduce_sizes(layer, p, backward=True)
+        col[_C["tpf_bytes"]], col[_C["tpf_n"]] = sum(tpf), len(tpf)
+        col[_C["tpb_bytes"]], col[_C["tpb_n"]] = sum(tpb), len(tpb)
         if layer.a2a_bytes and p.ep > 1:
             a2a = layer.a2a_bytes * p.micro_batch / p.cp / shard_factor("sp", p) * act
             col[_C["a2a_bytes"]], col[_C["a2a_n"]] = 2 * a2a, 2  # dispatch and combine
         if layer.kind in RECOMPUTED_KINDS:
             col[_C["rec_full"]] = t.fwd_s
             col[_C["rec_sel"]] = sum(op_time_s(op, p, hw) for op in layer.ops if op.kind == "attention")
-            col[_C["rtp_bytes"]], col[_C["rtp_n"]] = tpf, tpf > 0
+            col[_C["rtp_bytes"]], col[_C["rtp_n"]] = sum(tpf), len(tpf)
             # full recomputation holds one checkpointed unit's full activations (memory.recompute_working_bytes)
             ex[0] = layer_activation_bytes(layer, variants["none"])
         dense, expert = params_per_gpu(layer, p)

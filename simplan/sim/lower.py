@@ -15,7 +15,7 @@ from functools import lru_cache
 
 from simplan.cost import collectives as coll
 from simplan.cost.compute import layer_time, ops_time_s, optimizer_time_s, shard_factor
-from simplan.cost.memory import activation_bytes_per_microbatch, params_per_gpu
+from simplan.cost.memory import ACTIVATION_SCALE, activation_bytes_per_microbatch, params_per_gpu
 from simplan.hardware.cluster import Cluster
 from simplan.model.graph import RECOMPUTED_KINDS, LayerGraph
 from simplan.model.layer import Layer
@@ -128,6 +128,19 @@ def link_rates(hw) -> tuple[float, float]:
     return intra, min(intra, inter)
 
 
+def tp_allreduce_sizes(layer: Layer, plan: Plan, backward: bool) -> tuple[float, ...]:
+    """Bytes of each tensor-parallel all-reduce one micro-batch of ``layer`` issues in
+    forward or backward: Megatron-LM's g (forward) or f (backward) operator, rescaled for
+    the precision, then in forward the fp32 ones (the cross entropy's). Empty ones are
+    left out. The simulator's lowering and the planner's estimate both charge these."""
+    per_microbatch = plan.micro_batch / plan.cp
+    main = (layer.tp_bwd_allreduce_bytes if backward else layer.tp_fwd_allreduce_bytes)
+    sizes = [main * per_microbatch * ACTIVATION_SCALE[plan.precision]]
+    if not backward:
+        sizes += [nbytes * per_microbatch for nbytes in layer.tp_fwd_fp32_allreduces]
+    return tuple(nbytes for nbytes in sizes if nbytes > 0)
+
+
 def _steps(layers: tuple[Layer, ...], plan: Plan, hw, spans, backward: bool, part: str = "all") -> tuple[Step, ...]:
     """``part``: "all", "input" (zero-bubble B: everything but weight gradients) or "weight"."""
     out = []
@@ -146,15 +159,10 @@ def _steps(layers: tuple[Layer, ...], plan: Plan, hw, spans, backward: bool, par
         comms = []
         overlapped = []
         if part != "weight":
-            tp_bytes = (layer.tp_bwd_allreduce_bytes if backward else layer.tp_fwd_allreduce_bytes)
-            tp_bytes *= plan.micro_batch / plan.cp * act
             # with sequence parallelism the all-reduce is a reduce-scatter + all-gather of the
             # same size: the same ring volume (Korthikanti et al. 2022, Section 4.2.2)
-            c = _comm("tp", "allreduce", tp_bytes, spans["tp"], hw, algorithm="ring")
-            if c:
-                comms.append(c)
-            for nbytes in () if backward else layer.tp_fwd_fp32_allreduces:
-                c = _comm("tp", "allreduce", nbytes * plan.micro_batch / plan.cp, spans["tp"], hw, algorithm="ring")
+            for nbytes in tp_allreduce_sizes(layer, plan, backward):
+                c = _comm("tp", "allreduce", nbytes, spans["tp"], hw, algorithm="ring")
                 if c:
                     comms.append(c)
             if layer.a2a_bytes and plan.ep > 1:
