@@ -1,7 +1,7 @@
 """The executor's verify suite (issue 6): every plan of examples/verify on the torch
 executor (gloo, 2 ranks, one thread per rank) against the simulator.
 
-    python benchmarks/verify_suite.py [--hardware hardware_profiles/local.yaml] [--steps 20] [--warmup 5]
+    python benchmarks/verify_suite.py [--hardware hardware_profiles/local.yaml] [--steps 20] [--warmup 5] [--rounds 3]
 
 Run `simplan calibrate --local --out hardware_profiles/local.yaml` first on a quiet host:
 the step times are wall-clock and another process on the cores distorts them. Prints the
@@ -29,10 +29,12 @@ def main() -> int:
     parser.add_argument("--hardware", default=None, help="profile replacing the scenarios' (e.g. local.yaml)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="launches per plan, a round through the suite "
+                                                                "at a time (median)")
     parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
     args = parser.parse_args()
     opts = RunOptions(steps=args.steps, warmup=args.warmup)
-    summary = verify([str(p) for p in SUITE], opts, args.hardware,
+    summary = verify([str(p) for p in SUITE], opts, args.hardware, rounds=args.rounds,
                      progress=lambda r: print(f"  {Path(r['scenario']).stem}: measured "
                                               f"{r['measured_step_time_s']:.4f} s", file=sys.stderr, flush=True))
     print(format_table(summary))

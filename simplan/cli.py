@@ -317,12 +317,15 @@ def verify(
     timeout_s: float = typer.Option(600.0, "--timeout", help="Seconds per scenario run."),
     max_ranks: Optional[int] = typer.Option(None, "--max-ranks", help="Ranks this host may run."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON object to this file."),
+    rounds: int = typer.Option(1, "--rounds", help="Launches per scenario, one round through the set at a time "
+                                                   "(median; evens out a host whose speed drifts)."),
 ) -> None:
     """Run scenarios on the executor and the simulator; print predicted vs measured."""
     from simplan.execute.commands import verify_command
     from simplan.execute.verify import format_table
 
-    summary = verify_command(scenarios, hardware_profile, steps, warmup, device, timeout_s, max_ranks, out)
+    summary = verify_command(scenarios, hardware_profile, steps, warmup, device, timeout_s, max_ranks, out,
+                             rounds)
     typer.echo(json.dumps(summary, allow_nan=False) if as_json else format_table(summary))
 
 

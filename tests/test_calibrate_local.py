@@ -120,6 +120,13 @@ def test_dtensor_dispatch_costs_time_per_sharded_kernel():
     assert d["dtensor_fwd_bwd_s"] > d["plain_fwd_bwd_s"] and d["per_kernel_s"] > 0
 
 
+def test_fsdp_host_work_is_measured_per_unit_gather():
+    f = cal.bench_fsdp("tiny-gpt", rounds=2)
+    spec = cal._small_spec("tiny-gpt")
+    assert f["gathers"] == 2 * (spec.layers + 2)  # embedding, layers, head; forward and backward
+    assert f["fsdp_fwd_bwd_s"] > f["plain_fwd_bwd_s"] and f["per_gather_s"] > 0
+
+
 def _with_dtensor(tmp_path, value, source=True):
     data = yaml.safe_load((PROFILE_DIR / "cpu-host.yaml").read_text())
     data["software"]["dtensor_op_overhead_us"] = value
@@ -189,4 +196,11 @@ def test_cpu_calibration_writes_a_profile_the_simulator_loads(tmp_path):
     assert p.dtensor_op_overhead_s > 0 and "one-rank mesh" in p.sources["software.dtensor_op_overhead_us"]
     assert 0 < p.matmul_efficiency <= 1 and 0 < p.memory_efficiency <= 1
     assert set(calibration["collectives"]) == set(cal.COLLECTIVES)
+    # all-gather and reduce-scatter keep their own fits (gloo's are not the all-reduce's ring)
+    for kind in ("allgather", "reducescatter"):
+        fit = calibration["collectives"][kind]
+        assert p.measured_collective(kind) == pytest.approx((fit["latency_s"], fit["bytes_per_s"]), rel=1e-9)
+        assert len(fit["times_s"]) == len(fit["median_times_s"]) == len(cal.COLLECTIVE_BYTES)
+    assert p.fsdp_gather_overhead_s == pytest.approx(calibration["fsdp"]["per_gather_s"], rel=1e-9)
+    assert "one-rank mesh" in p.sources["software.fsdp_gather_overhead_us"]
     assert calibration["device"] == "cpu" and calibration["wall_s"] > 0

@@ -53,3 +53,70 @@ def test_tensor_parallel_all_reduces_per_micro_batch_match_the_lowering(fake_gro
     expected = 1 + 2 * blocks + 1 + 3  # embedding, f and g per block, logits input, cross entropy
     assert counts == {"all_reduce": expected}
     assert _simulated_tp_allreduces(model) == expected
+
+
+@pytest.mark.parametrize("model", ["tiny-gpt", "tiny-llama"])
+def test_sequence_parallel_norm_gradients_are_all_reduced_in_one_collective(fake_group, model, monkeypatch):
+    # Megatron-LM's finalize_model_grads: one flat all-reduce of the norms' partial gradients,
+    # the one the lowering charges (Program.norm_grad_allreduce)
+    from torch.distributed.tensor import DTensor, Partial
+
+    from simplan.execute import worker
+    from simplan.execute.worker import Runner
+
+    spec = load_model(model)
+    plan = Plan(tp=2, sequence_parallel=True, micro_batch=4, global_batch=4, precision="fp32")
+    runner = Runner(spec, plan, 0, torch.device("cpu"))
+    sizes = []
+    real = worker.dist.all_reduce
+
+    def counting(tensor, *args, **kwargs):
+        sizes.append(tensor.numel())
+        return real(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(worker.dist, "all_reduce", counting)
+    runner.step()
+    norm_params = sum(p.numel() for n, p in runner.wrapped[0].named_parameters() if "norm" in n)
+    assert sizes == [norm_params]
+    sc = load_scenario({"model": model, "hardware": "cpu-host", "cluster": {"nodes": 1, "gpus_per_node": 2},
+                        "plan": {"tp": 2, "sequence_parallel": True, "micro_batch": 4, "global_batch": 4,
+                                 "precision": "fp32"}})
+    assert sum(layer.norm_params for layer in sc.graph.order) == norm_params
+    for p in runner.wrapped[0].parameters():
+        assert not (isinstance(p.grad, DTensor) and any(isinstance(pl, Partial) for pl in p.grad.placements))
+
+
+@pytest.mark.parametrize("model", ["tiny-gpt", "tiny-llama"])
+def test_sequence_parallel_collectives_per_micro_batch_match_the_lowering(fake_group, model):
+    # per micro-batch and block: all-gather in, reduce-scatter out (forward), the reverse in
+    # backward, and the all-gather that recovers the input saved as its sequence shard
+    # (Megatron-LM); the head gathers its input and recovers it too; the cross entropy's
+    # three all-reduces. The embedding all-reduces and keeps its shard where Megatron-LM
+    # (and the lowering) reduce-scatter: the one difference, counted here.
+    from torch.distributed.tensor.debug import CommDebugMode
+
+    from simplan.execute.worker import Runner
+    from simplan.sim.lower import sp_regather_bytes, tp_collectives
+
+    spec = load_model(model)
+    plan = Plan(tp=2, sequence_parallel=True, micro_batch=4, global_batch=4, precision="fp32")
+    runner = Runner(spec, plan, 0, torch.device("cpu"))
+    with CommDebugMode() as comms:
+        runner.step()
+    counts = {str(k).rsplit(".", 1)[-1]: v for k, v in comms.get_comm_counts().items()}
+    sc = load_scenario({"model": model, "hardware": "cpu-host", "cluster": {"nodes": 1, "gpus_per_node": 2},
+                        "plan": {"tp": 2, "sequence_parallel": True, "micro_batch": 4, "global_batch": 4,
+                                 "precision": "fp32"}})
+    lowered: dict[str, int] = {}
+    for layer in sc.graph.order:
+        for backward in (False, True):
+            for kind, _ in tp_collectives(layer, sc.plan, backward):
+                lowered[kind] = lowered.get(kind, 0) + 1
+        if sp_regather_bytes(layer, sc.plan):
+            lowered["allgather"] += 1
+    blocks = 2 * spec.layers
+    assert lowered == {"reducescatter": 2 * blocks + 2, "allgather": 3 * blocks + 3, "allreduce": 3}
+    assert counts == {"all_gather_into_tensor": lowered["allgather"],
+                      "reduce_scatter_tensor": lowered["reducescatter"] - 1,  # the embedding's ...
+                      "all_reduce": lowered["allreduce"] + 1,  # ... is an all-reduce here
+                      "allreduce_": 1}  # the norms' gradients, once per step

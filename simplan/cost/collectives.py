@@ -86,6 +86,18 @@ def phases(kind: str, algorithm: str, size_bytes: float, ranks_per_node: int, no
     return (Phase(ring_wire_bytes(kind, n, size_bytes) / share, link, ring_steps(kind, n) * alpha),)
 
 
+def measured_phases(kind: str, size_bytes: float, n: int, latency_s: float, bytes_per_s: float,
+                    link_bytes_per_s: float) -> tuple[Phase, ...]:
+    """An in-node collective from its own measured fit t = steps x latency + wire / bytes_per_s
+    (the ring's steps and wire bytes, the constants ``calibrate --local`` fits), as one phase
+    on the in-node link: its bytes are rescaled so that at ``link_bytes_per_s`` it takes
+    wire / bytes_per_s alone, and shares the link as any other flow."""
+    if n <= 1:
+        return ()
+    wire = ring_wire_bytes(kind, n, size_bytes) * link_bytes_per_s / bytes_per_s
+    return (Phase(wire, "intra", ring_steps(kind, n) * latency_s),)
+
+
 def idle_time_s(phases_: tuple[Phase, ...], intra_bytes_per_s: float, inter_bytes_per_s: float) -> float:
     """Time of a collective alone on the network (no other flow on its links). Over nodes
     a ring's slowest hop is the NIC; the in-node hops of that ring run at the same time."""

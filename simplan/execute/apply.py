@@ -33,6 +33,8 @@ def apply_tp(chunk: Chunk, tp_mesh, sequence_parallel: bool, loss_parallel: bool
 
     seq = Shard(1)
     block_out = seq if sequence_parallel else Replicate()
+    # with sequence parallelism a column-parallel input is saved as the rank's sequence shard
+    # and gathered again in backward, as Megatron-LM does (simplan.execute.saved)
     for name, unit in chunk.units.items():
         plan: dict = {}
         if name == "embedding":
@@ -40,6 +42,9 @@ def apply_tp(chunk: Chunk, tp_mesh, sequence_parallel: bool, loss_parallel: bool
             plan["tok"] = RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate())
             parallelize_module(unit, tp_mesh, plan)
             if sequence_parallel:
+                # the learned positions are added to the full sequence, then each rank keeps its
+                # shard: an all-reduce where Megatron-LM reduce-scatters (one all-gather's worth
+                # more per micro-batch, which the simulator does not charge)
                 parallelize_module(unit, tp_mesh, PrepareModuleOutput(output_layouts=Replicate(),
                                                                       desired_output_layouts=seq))
             continue
@@ -50,6 +55,8 @@ def apply_tp(chunk: Chunk, tp_mesh, sequence_parallel: bool, loss_parallel: bool
                                           output_layouts=Shard(-1) if loss_parallel else Replicate(),
                                           use_local_output=not loss_parallel)
             parallelize_module(unit, tp_mesh, plan)
+            if sequence_parallel:
+                saved.regather_inputs(unit.out)
             continue
         mlp_names = ("fc1", "fc2") if hasattr(unit.mlp.mlp, "fc1") else ("w1", "w3", "w2")
         for block, inner, col, row in (("attention", "attn", ("wq", "wk", "wv"), "wo"),
@@ -67,6 +74,10 @@ def apply_tp(chunk: Chunk, tp_mesh, sequence_parallel: bool, loss_parallel: bool
                 plan[f"{block}.{inner}.{c}"] = ColwiseParallel()
             plan[f"{block}.{inner}.{row}"] = RowwiseParallel(output_layouts=block_out)
         parallelize_module(unit, tp_mesh, plan)
+        if sequence_parallel:
+            # keep the gathered block input as the sequence shard (Megatron-LM's layout)
+            saved.regather_inputs(unit.attention.attn)
+            saved.regather_inputs(unit.mlp.mlp)
 
 
 # --------------------------------------------------------------------------- recomputation

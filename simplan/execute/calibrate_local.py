@@ -16,11 +16,19 @@ A host device runs them in sequence; a GPU overlaps the gaps with the kernels.
   executor's memory-bound ops (GeLU, LayerNorm, residual add) reach relative to that.
 * collectives: gloo between 2 processes over loopback, each collective over message sizes,
   fitted to the simulator's ring form t = steps x alpha + wire_bytes / B
-  (``simplan.cost.collectives``); every collective keeps its own table.
+  (``simplan.cost.collectives``); every collective keeps its own table. Each one is issued
+  the way a training step issues it, after a compute phase on both ranks (not after a
+  barrier), and the figure is the mean over the samples: a step sums its collectives, so
+  it costs their expected time, and gloo's is bimodal (a collective that finds its worker
+  thread asleep waits for the scheduler to wake it, milliseconds on a busy host; the
+  median of a few samples shows the fast mode only).
 * DTensor dispatch: the executor's layers at negligible width, forward and backward, with
   tensor parallelism applied through DTensor on a one-rank mesh (no communication) and
   without; the difference over the kernels of the tensor-parallel-sharded ops the
   simulator charges is ``dtensor_op_overhead_us``.
+* FSDP2 host work: the same at negligible width with ``fully_shard`` per unit on a
+  one-rank mesh and without; the difference over its unit gathers is
+  ``fsdp_gather_overhead_us`` (FSDP2's hooks and copies, paid on the rank's core).
 * concurrency: the in-model matmul line, the elementwise rate, the per-op overhead and the
   optimizer step are measured again in ``world`` (2) single-threaded processes at once,
   as the executor's ranks run on the host's cores; the profile takes the median over the
@@ -61,6 +69,13 @@ CPU_MATMUL_SIZES = (32, 64, 96, 128, 192, 256, 384, 512)
 GPU_MATMUL_SIZES = (2048, 3072, 4096, 6144, 8192)
 COLLECTIVE_BYTES = (256, 4096, 65536, 262144, 1048576, 4194304)
 COLLECTIVES = ("allreduce", "allgather", "reducescatter", "p2p")
+MEASURED_IN_NODE = ("allgather", "reducescatter")
+"""Collectives the profile keeps its own fit of (``HardwareProfile.measured_collective``)."""
+COLLECTIVE_SAMPLES = 30
+COLLECTIVE_WARMUP = 3
+COLLECTIVE_BURST = (512, 256, 1024)
+"""The compute phase before each timed collective: an (m, k) x (k, n) matmul, the first MLP
+projection of one micro-batch of the verify suite's model (4 x 128 tokens, hidden 256)."""
 STREAM_BYTES = 64 * 2**20
 GPU_ELEMENTWISE_SHAPE = (8192, 8192)  # 128 MiB in bf16: well past an H100's 50 MiB L2
 GPU_COPY_BYTES = 512 * 2**20
@@ -323,16 +338,15 @@ def bench_model_matmul(model_name: str, hiddens=MODEL_MATMUL_HIDDEN, iters: int 
                    f"backward under torch.profiler: line through the self time of its {len(flops)} matmul shapes"}
 
 
-def bench_dtensor(model_name: str, rounds: int = 5) -> dict:
-    """CPU: DTensor's dispatch cost per kernel of a tensor-parallel-sharded op. The
-    executor's model at negligible width, with ``apply_tp`` on a one-rank mesh (DTensor
-    runs, nothing is communicated) and without, alternated ``rounds`` times; the median
-    difference over the sharded ops' kernels the simulator charges."""
+def _added_time(model_name: str, wrap, rounds: int) -> dict:
+    """The executor's model at negligible width (``_small_spec``), forward and backward,
+    plain and with ``wrap(model, mesh)`` applied on a one-rank mesh (the wrapper's host
+    work runs, nothing is communicated), alternated ``rounds`` times so that a load change
+    on the host hits both alike: the median times and the median difference."""
     import torch
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
 
-    from simplan.execute.apply import apply_tp
     from simplan.execute.models import build_model, loss_fn
 
     spec = _small_spec(model_name)
@@ -341,28 +355,63 @@ def bench_dtensor(model_name: str, rounds: int = 5) -> dict:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
     try:
         mesh = init_device_mesh("cpu", (1,))
-        plain, sharded = build_model(spec, seed=0), build_model(spec, seed=0)
-        apply_tp(sharded, mesh, sequence_parallel=False, loss_parallel=False)
+        plain, wrapped = build_model(spec, seed=0), build_model(spec, seed=0)
+        wrap(wrapped, mesh)
         x = torch.randint(0, spec.vocab, (1, spec.seq_len + 1))
 
         def fwd_bwd(model):
             return lambda: loss_fn(model(x[:, :-1]), x[:, 1:]).backward()
 
-        diffs, plain_s, sharded_s = [], [], []
-        for _ in range(rounds):  # alternate, so a load change on the host hits both alike
+        diffs, plain_s, wrapped_s = [], [], []
+        for _ in range(rounds):
             plain_s.append(_timeit(fwd_bwd(plain), repeat=5, inner=3))
-            sharded_s.append(_timeit(fwd_bwd(sharded), repeat=5, inner=3))
-            diffs.append(sharded_s[-1] - plain_s[-1])
+            wrapped_s.append(_timeit(fwd_bwd(wrapped), repeat=5, inner=3))
+            diffs.append(wrapped_s[-1] - plain_s[-1])
     finally:
         if own_group:
             dist.destroy_process_group()
-    kernels = _graph_kernels(spec, sharded_only=True)
-    raw = statistics.median(diffs) / kernels
+    return {"added_s": statistics.median(diffs), "plain_s": statistics.median(plain_s),
+            "wrapped_s": statistics.median(wrapped_s), "spec": spec}
+
+
+def bench_dtensor(model_name: str, rounds: int = 5) -> dict:
+    """CPU: DTensor's dispatch cost per kernel of a tensor-parallel-sharded op: the time
+    ``apply_tp`` adds to the model (:func:`_added_time`) over the sharded ops' kernels the
+    simulator charges."""
+    from simplan.execute.apply import apply_tp
+
+    m = _added_time(model_name, lambda model, mesh: apply_tp(model, mesh, sequence_parallel=False,
+                                                             loss_parallel=False), rounds)
+    kernels = _graph_kernels(m["spec"], sharded_only=True)
+    raw = m["added_s"] / kernels
     return {"per_kernel_s": max(0.0, raw), "raw_per_kernel_s": raw, "sharded_kernels": kernels,
-            "plain_fwd_bwd_s": statistics.median(plain_s), "dtensor_fwd_bwd_s": statistics.median(sharded_s),
+            "plain_fwd_bwd_s": m["plain_s"], "dtensor_fwd_bwd_s": m["wrapped_s"],
             "how": f"{model_name} structure at hidden 8, 4 tokens, forward+backward with DTensor tensor parallelism "
-                   f"on a one-rank mesh ({statistics.median(sharded_s) * 1e3:.2f} ms) less without "
-                   f"({statistics.median(plain_s) * 1e3:.2f} ms), over the {kernels} kernels of its tp-sharded ops"}
+                   f"on a one-rank mesh ({m['wrapped_s'] * 1e3:.2f} ms) less without "
+                   f"({m['plain_s'] * 1e3:.2f} ms), over the {kernels} kernels of its tp-sharded ops"}
+
+
+def bench_fsdp(model_name: str, rounds: int = 5) -> dict:
+    """CPU: the host time FSDP2 adds each time it gathers a unit (its pre- and post-forward
+    and -backward hooks, the all-gather's copy in and out, the unsharded parameters'
+    bookkeeping): the time ``fully_shard`` per unit (``apply_fsdp``, reshard after forward,
+    no gradient reduction: the micro-batches before the last) adds to the model
+    (:func:`_added_time`) over its unit gathers, each unit once in forward and once in
+    backward."""
+    from simplan.execute.apply import apply_fsdp
+
+    def wrap(model, mesh):
+        apply_fsdp(model, mesh, reshard_after_forward=True)
+        model.set_requires_gradient_sync(False)
+
+    m = _added_time(model_name, wrap, rounds)
+    gathers = 2 * (m["spec"].layers + 2)  # embedding, the layers, head
+    raw = m["added_s"] / gathers
+    return {"per_gather_s": max(0.0, raw), "raw_per_gather_s": raw, "gathers": gathers,
+            "plain_fwd_bwd_s": m["plain_s"], "fsdp_fwd_bwd_s": m["wrapped_s"],
+            "how": f"{model_name} structure at hidden 8, 4 tokens, forward+backward with FSDP2 per unit on a "
+                   f"one-rank mesh ({m['wrapped_s'] * 1e3:.2f} ms) less without "
+                   f"({m['plain_s'] * 1e3:.2f} ms), over its {gathers} unit gathers"}
 
 
 # --------------------------------------------------------------------------- concurrency (CPU)
@@ -449,6 +498,8 @@ def _coll_worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     dist.init_process_group("gloo", rank=rank, world_size=world)
     table: dict[str, list[dict]] = {k: [] for k in COLLECTIVES}
+    m, k, n_out = COLLECTIVE_BURST
+    act, weight = torch.randn(m, k), torch.randn(k, n_out)
     for size in COLLECTIVE_BYTES:
         n = size // 4
         full, shard = torch.randn(n), torch.randn(n // world)
@@ -460,16 +511,18 @@ def _coll_worker(rank: int, world: int, port: int, out: str) -> None:
         }
         for name, fn in ops.items():
             samples = []
-            for i in range(12):
-                dist.barrier()
+            dist.barrier()
+            for i in range(COLLECTIVE_WARMUP + COLLECTIVE_SAMPLES):
+                torch.mm(act, weight)  # the compute a step runs between two collectives
                 t0 = time.perf_counter()
                 fn()
                 if name == "p2p":  # one-way time: the receiver's ack closes the measurement
                     ack = torch.zeros(1)
                     dist.recv(ack, 1) if rank == 0 else dist.send(ack, 0)
                 samples.append(time.perf_counter() - t0)
-            t = statistics.median(samples[2:])
-            table[name].append({"bytes": size, "time_s": t})
+            kept = samples[COLLECTIVE_WARMUP:]
+            table[name].append({"bytes": size, "time_s": statistics.fmean(kept),
+                                "median_s": statistics.median(kept)})
     if rank == 0:
         Path(out).write_text(json.dumps(table))
     dist.barrier()
@@ -497,9 +550,15 @@ def bench_collectives(world: int = 2) -> dict:
         steps = ring_steps(name, world)
         wire = [ring_wire_bytes(name, world, r["bytes"]) for r in rows]
         a, b = _fit_line(wire, [r["time_s"] for r in rows])
+        if a <= 0:
+            times = ", ".join(f"{r['time_s'] * 1e3:.2f}" for r in rows)
+            sizes = ", ".join(str(r["bytes"]) for r in rows)
+            raise SimplanError(f"calibrate --local: gloo {name} did not take longer for larger messages "
+                               f"({times} ms over {sizes} bytes); the host is too busy to measure, "
+                               "run it again on a quiet host")
         fitted[name] = {"ranks": world, "sizes_bytes": [r["bytes"] for r in rows],
-                        "times_s": [r["time_s"] for r in rows],
-                        "latency_s": max(b, 0.0) / steps, "bytes_per_s": 1.0 / a if a > 0 else float("inf")}
+                        "times_s": [r["time_s"] for r in rows], "median_times_s": [r["median_s"] for r in rows],
+                        "latency_s": max(b, 0.0) / steps, "bytes_per_s": 1.0 / a}
     return fitted
 
 
@@ -560,9 +619,13 @@ def host_profile(base, m: dict):
         "node.intra_gbyte_per_s": f"{stamp}: gloo all-reduce, 2 processes, fit t = 2(n-1) alpha + wire/B",
         "node.intra_latency_us": f"{stamp}: gloo all-reduce fit (per ring step)",
         "node.intra_efficiency": f"{stamp}: 1, the fitted bandwidth is already what gloo reaches",
+        **{f"node.{kind}_{key}": f"{stamp}: gloo {kind}, 2 processes, its own fit t = (n-1) alpha + wire/B "
+                                  "(gloo's is not the ring the all-reduce's fit implies)"
+           for kind in MEASURED_IN_NODE for key in ("gbyte_per_s", "latency_us")},
         "software.step_overhead_ms": f"{stamp}: AdamW step + zero_grad of the {m['model']} structure at hidden 8, "
                                      f"{busy}",
         "software.dtensor_op_overhead_us": f"{stamp}: {dt['how']}",
+        "software.fsdp_gather_overhead_us": f"{stamp}: {m['fsdp']['how']}",
     })
     return replace(
         base,
@@ -578,8 +641,11 @@ def host_profile(base, m: dict):
         intra_bytes_per_s=ar["bytes_per_s"],
         intra_latency_s=ar["latency_s"],
         intra_efficiency=1.0,
+        **{f"{kind}_{key}": m["collectives"][kind][key] for kind in MEASURED_IN_NODE
+           for key in ("latency_s", "bytes_per_s")},
         step_overhead_s=conc["optimizer_s"],
         dtensor_op_overhead_s=dt["per_kernel_s"],
+        fsdp_gather_overhead_s=m["fsdp"]["per_gather_s"],
         sources=sources,
         calibration=_calibration(m),
     )
@@ -649,6 +715,9 @@ def measure_host(model_name: str, log=print, world: int = CONCURRENT_RANKS) -> d
     fw = bench_framework(model_name)
     log(f"framework overhead {fw['per_op_s'] * 1e6:.1f} us per graph op; optimizer {fw['optimizer_s'] * 1e3:.2f} ms")
     dt = bench_dtensor(model_name)
+    fsdp = bench_fsdp(model_name)
+    log(f"FSDP2 {fsdp['raw_per_gather_s'] * 1e6:.1f} us per unit gather (forward+backward "
+        f"{fsdp['plain_fwd_bwd_s'] * 1e3:.2f} ms plain, {fsdp['fsdp_fwd_bwd_s'] * 1e3:.2f} ms FSDP2)")
     log(f"DTensor dispatch {dt['raw_per_kernel_s'] * 1e6:.1f} us per kernel of a tp-sharded op "
         f"(forward+backward {dt['plain_fwd_bwd_s'] * 1e3:.2f} ms plain, {dt['dtensor_fwd_bwd_s'] * 1e3:.2f} ms DTensor)")
     mm = bench_matmul("cpu", CPU_MATMUL_SIZES)
@@ -678,7 +747,7 @@ def measure_host(model_name: str, log=print, world: int = CONCURRENT_RANKS) -> d
     log(f"gloo all-reduce: latency {ar['latency_s'] * 1e6:.1f} us per step, {ar['bytes_per_s'] / 1e9:.2f} GB/s")
     return {"device": "cpu", "device_name": "cpu", "host_cores": os.cpu_count(), "torch": str(torch.__version__),
             "threads_per_rank": 1, "dtype": "fp32", "model": model_name, "peak_flops_per_s": peak,
-            "peak_how": peak_how, "framework": fw, "dtensor": dt, "matmul": mm, "matmul_fit": fit,
+            "peak_how": peak_how, "framework": fw, "dtensor": dt, "fsdp": fsdp, "matmul": mm, "matmul_fit": fit,
             "stream_bytes_per_s": stream, "elementwise_bytes_per_s": elementwise, "concurrent": conc,
             "rates": f"per rank with {world} ranks busy (compute rates, per-op overhead and optimizer: the median "
                      f"of {world} single-threaded processes measuring at once, concurrent.*; the figures outside "

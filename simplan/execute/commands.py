@@ -45,7 +45,7 @@ def run_command(scenario: Path, out: Path | None, steps: int, warmup: int, devic
 
 
 def verify_command(scenarios: list[Path], hardware: str | None, steps: int, warmup: int, device: str,
-                   timeout_s: float, max_ranks: int | None, out: Path | None) -> dict:
+                   timeout_s: float, max_ranks: int | None, out: Path | None, rounds: int = 1) -> dict:
     """``simplan verify SCENARIO...``: predicted vs measured per scenario, MAPE, Kendall tau."""
     require_torch()
     from simplan.execute.verify import verify
@@ -53,13 +53,15 @@ def verify_command(scenarios: list[Path], hardware: str | None, steps: int, warm
     if not scenarios:
         raise SimplanError("verify: give at least one scenario file")
     opts = _options(steps, warmup, device, timeout_s, max_ranks)
+    if rounds < 1:
+        raise SimplanError(f"--rounds: must be at least 1, got {rounds}")
 
     def progress(row: dict) -> None:
         _log(f"{row['scenario']}: predicted {row['predicted_step_time_s']:.4g} s, measured "
              f"{row['measured_step_time_s']:.4g} s ({100 * row['step_time_error']:+.1f}%), activations "
              f"{100 * row['activation_error']:+.1f}%")
 
-    summary = _guard(lambda: verify([str(p) for p in scenarios], opts, hardware, progress))
+    summary = _guard(lambda: verify([str(p) for p in scenarios], opts, hardware, progress, rounds))
     if out is not None:
         _write(out, summary)
     return summary

@@ -10,11 +10,12 @@ Kendall's tau between predicted and measured step times (the ranking a planner r
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import yaml
 
-from simplan.errors import SimplanError, read_text
+from simplan.errors import SimplanError, read_text, require
 from simplan.execute.launch import RunOptions, run_plan
 
 
@@ -73,6 +74,7 @@ def compare(path: str | Path, scenario, measured: dict) -> dict:
         "measured_step_time_s": measured["step_time_s"],
         "step_time_error": _rel(result.step_time_s, measured["step_time_s"]),
         "measured_step_time_iqr_s": measured["step_time_iqr_s"],
+        "measured_step_time_per_launch_s": measured.get("step_time_per_launch_s", [measured["step_time_s"]]),
         "predicted_activation_bytes": worst["predicted"],
         "measured_activation_bytes": worst["measured"],
         "activation_error": worst["error"],
@@ -106,15 +108,39 @@ def _spread(rows: list[dict]) -> float | None:
 
 
 def verify(paths: list[str | Path], opts: RunOptions = RunOptions(), hardware: str | None = None,
-           progress=None) -> dict:
-    """Run and simulate every scenario; ``progress(row)`` is called after each."""
-    rows = []
-    for path in paths:
-        row = verify_one(path, opts, hardware)
-        rows.append(row)
-        if progress is not None:
-            progress(row)
+           progress=None, rounds: int = 1) -> dict:
+    """Run and simulate every scenario; ``progress(row)`` is called after each launch.
+
+    ``rounds`` > 1 launches every scenario that many times, a round through the whole set
+    at a time, each round in the order of the one before rotated by one: a host whose
+    speed drifts over minutes (a shared machine) then slows every scenario alike instead
+    of the ones that happened to run in a slow spell; a scenario's step time is the median
+    over its launches."""
+    require(rounds >= 1, f"verify: rounds must be at least 1, got {rounds}")
+    paths = list(paths)
+    launches: dict[int, list[dict]] = {i: [] for i in range(len(paths))}
+    order = list(range(len(paths)))
+    for r in range(rounds):
+        shift = r % len(order) if order else 0
+        for i in order[shift:] + order[:shift]:
+            scenario = load_for_verify(paths[i], hardware)
+            launches[i].append(run_plan(scenario.model, scenario.plan, opts))
+            if progress is not None:
+                progress(compare(paths[i], scenario, launches[i][-1]))
+    rows = [compare(path, load_for_verify(path, hardware), combine_launches(launches[i]))
+            for i, path in enumerate(paths)]
     return summarize(rows)
+
+
+def combine_launches(launches: list[dict]) -> dict:
+    """One measurement from several launches of a scenario: the median step time over
+    the launches (each launch's own is the median over its steps); the rest (activation
+    bytes, losses: deterministic) from the first."""
+    out = dict(launches[0])
+    per_launch = [m["step_time_s"] for m in launches]
+    out["step_time_s"] = statistics.median(per_launch)
+    out["step_time_per_launch_s"] = per_launch
+    return out
 
 
 def format_table(summary: dict) -> str:

@@ -128,6 +128,12 @@ class Runner:
 
     def step(self) -> float:
         """One optimizer step; returns this rank's mean micro-batch loss (nan off the last stage)."""
+        if self.plan.tp > 1 and self.plan.sequence_parallel:
+            with saved.hooks():  # gathered inputs saved as sequence shards (simplan.execute.saved)
+                return self._step()
+        return self._step()
+
+    def _step(self) -> float:
         self.optimizer.zero_grad(set_to_none=True)
         if self.plan.pp > 1:
             losses: list = []
@@ -157,19 +163,33 @@ class Runner:
         return loss
 
     def _finalize_grads(self) -> None:
-        """Reduce each pending (Partial) DTensor gradient once before the optimizer. With
-        sequence parallelism the norms' replicated weights see sequence shards, so their
-        gradients are partial sums over the tp ranks (Megatron-LM all-reduces them in
-        finalize_model_grads); left alone, every foreach pass of AdamW would reduce them again."""
+        """Reduce the pending (Partial) DTensor gradients before the optimizer, in one
+        all-reduce over the tp group. With sequence parallelism the norms' replicated
+        weights see sequence shards, so their gradients are partial sums over the tp ranks;
+        Megatron-LM all-reduces them together, one flat buffer (finalize_model_grads,
+        _allreduce_layernorm_grads), which the simulator charges. Left alone, every foreach
+        pass of AdamW would reduce each of them again."""
         if self.plan.tp == 1:
             return
         from torch.distributed.tensor import DTensor, Partial
 
-        for model in self.wrapped.values():
-            for param in model.parameters():
-                grad = param.grad
-                if isinstance(grad, DTensor) and any(isinstance(pl, Partial) for pl in grad.placements):
-                    param.grad = grad.redistribute(grad.device_mesh, param.placements)
+        pending = [param for model in self.wrapped.values() for param in model.parameters()
+                   if isinstance(param.grad, DTensor) and any(isinstance(pl, Partial) for pl in param.grad.placements)]
+        if not pending:
+            return
+        mesh = pending[0].grad.device_mesh
+        if any(p.grad.device_mesh != mesh or p.grad.placements != (Partial(),) for p in pending):
+            for param in pending:  # not one flat sum: one redistribution each
+                param.grad = param.grad.redistribute(param.grad.device_mesh, param.placements)
+            return
+        flat = torch.cat([param.grad.to_local().reshape(-1) for param in pending])
+        dist.all_reduce(flat, group=mesh.get_group())
+        offset = 0
+        for param in pending:
+            local = param.grad.to_local()
+            summed = flat[offset:offset + local.numel()].view_as(local)
+            offset += local.numel()
+            param.grad = DTensor.from_local(summed, mesh, param.placements, run_check=False)
 
     def activation_bytes(self) -> int:
         """Bytes one micro-batch leaves saved for backward through this rank's chunks

@@ -85,7 +85,13 @@ FIELDS: tuple[_Field, ...] = (
     _Field("software", "step_overhead_ms", "nonnegative", "step_overhead_s", _ms_to_s),
 )
 OPTIONAL_FIELDS: tuple[_Field, ...] = (
+    _Field("node", "allgather_gbyte_per_s", "nonnegative", "allgather_bytes_per_s", gbyte_per_s_to_bytes_per_s),
+    _Field("node", "allgather_latency_us", "nonnegative", "allgather_latency_s", us_to_s),
+    _Field("node", "reducescatter_gbyte_per_s", "nonnegative", "reducescatter_bytes_per_s",
+           gbyte_per_s_to_bytes_per_s),
+    _Field("node", "reducescatter_latency_us", "nonnegative", "reducescatter_latency_s", us_to_s),
     _Field("software", "dtensor_op_overhead_us", "nonnegative", "dtensor_op_overhead_s", us_to_s),
+    _Field("software", "fsdp_gather_overhead_us", "nonnegative", "fsdp_gather_overhead_s", us_to_s),
 )
 """Keys a profile may leave out (the dataclass default applies, 0); present, they need a source."""
 SECTIONS = ("gpu", "node", "network", "software")

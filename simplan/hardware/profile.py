@@ -41,6 +41,13 @@ class HardwareProfile:
     intra_latency_s: float
     intra_efficiency: float
     """Fraction of ``intra_bytes_per_s`` collectives reach (NCCL bus bandwidth / link)."""
+    allgather_latency_s: float = 0.0
+    allgather_bytes_per_s: float = 0.0
+    reducescatter_latency_s: float = 0.0
+    reducescatter_bytes_per_s: float = 0.0
+    """In-node all-gather and reduce-scatter measured on their own (``calibrate --local``: gloo
+    does not follow the ring model that derives them from the all-reduce's alpha and
+    bandwidth); 0 (the default): derived from ``intra_latency_s`` / ``intra_bytes_per_s``."""
     # --- across nodes ---
     nics_per_node: int
     nic_bytes_per_s: float
@@ -61,9 +68,19 @@ class HardwareProfile:
     dtensor_op_overhead_s: float = 0.0
     """Host time DTensor dispatch adds to each kernel of an op that tensor parallelism
     shards (sharding propagation, wrap and unwrap), on top of ``kernel_overhead_s``."""
+    fsdp_gather_overhead_s: float = 0.0
+    """Host time FSDP2 adds each time it gathers a unit's parameters (hooks, copy in and out),
+    on the rank's compute core; measured by ``calibrate --local`` on a CPU host."""
     sources: dict[str, str] = field(default_factory=dict)
     calibration: dict = field(default_factory=dict)
     """What a calibrated profile was fitted on (file, rows, held-out error)."""
+
+    def measured_collective(self, kind: str) -> tuple[float, float] | None:
+        """(latency per ring step, bytes/s) of an in-node ``kind`` measured on its own, or None."""
+        bandwidth = getattr(self, f"{kind}_bytes_per_s", 0.0)
+        if kind not in ("allgather", "reducescatter") or bandwidth <= 0:
+            return None
+        return getattr(self, f"{kind}_latency_s"), bandwidth
 
     @property
     def nic_bytes_per_s_per_gpu(self) -> float:

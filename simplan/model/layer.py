@@ -74,6 +74,11 @@ class Layer:
     tp_bwd_allreduce_bytes: float = 0.0
     """Per sample, bytes of the tensor-parallel all-reduce of the input gradient in
     backward (Megatron-LM's f operator)."""
+    norm_params: float = 0.0
+    """Parameters of the layer's norms (weight, and bias for LayerNorm), whole on every
+    tensor-parallel rank. With sequence parallelism each rank's gradient of them is a
+    partial sum over its sequence shard: Megatron-LM all-reduces them over the tp group
+    once per step, in one buffer (finalize_model_grads, _allreduce_layernorm_grads)."""
     tp_fwd_fp32_allreduces: tuple[float, ...] = ()
     """Per sample, bytes of each further tensor-parallel all-reduce in forward whose
     values are fp32 whatever the precision (not rescaled): the vocabulary-parallel cross

@@ -72,6 +72,7 @@ def attention_block(spec: ModelSpec, i: int) -> Layer:
         output_bytes=ACT * s * h,
         tp_fwd_allreduce_bytes=ACT * s * h,
         tp_bwd_allreduce_bytes=ACT * s * h,
+        norm_params=_norm_params(spec),
         cp_kv_bytes=2 * ACT * s * kv_width,
     )
 
@@ -95,6 +96,11 @@ def _mlp_saved_tp(spec: ModelSpec, f: int) -> float:
     return (3 if _swiglu(spec) else 2) * ACT * s * f
 
 
+def _norm_params(spec: ModelSpec) -> int:
+    """Parameters of one norm: LayerNorm's weight and bias (GPT, BERT, ViT), RMSNorm's weight."""
+    return (2 if spec.family in ("gpt", "bert", "vit") else 1) * spec.hidden
+
+
 def mlp_block(spec: ModelSpec, i: int) -> Layer:
     s, h, f = spec.seq_len, spec.hidden, spec.ffn_hidden
     mask = 1 if _uses_dropout(spec) else 0
@@ -110,6 +116,7 @@ def mlp_block(spec: ModelSpec, i: int) -> Layer:
         output_bytes=ACT * s * h,
         tp_fwd_allreduce_bytes=ACT * s * h,
         tp_bwd_allreduce_bytes=ACT * s * h,
+        norm_params=_norm_params(spec),
     )
 
 
@@ -130,6 +137,7 @@ def moe_block(spec: ModelSpec, i: int) -> Layer:
         output_bytes=ACT * s * h,
         tp_fwd_allreduce_bytes=ACT * s * h,
         tp_bwd_allreduce_bytes=ACT * s * h,
+        norm_params=_norm_params(spec),
         a2a_bytes=ACT * s * h * k,  # each token's hidden state to each of its k experts
         experts=e,
         expert_params=e * 3 * h * f,
@@ -194,6 +202,7 @@ def head(spec: ModelSpec) -> Layer:
         output_bytes=4.0,
         # the logits input is copied to every rank: its gradient is all-reduced (f operator)
         tp_bwd_allreduce_bytes=ACT * s * h,
+        norm_params=_norm_params(spec),
         # vocabulary-parallel cross entropy: all-reduce max, target logit and sum of exps
         tp_fwd_fp32_allreduces=(4.0 * s,) * 3,
     )

@@ -45,7 +45,7 @@ from simplan.model.graph import RECOMPUTED_KINDS, LayerGraph
 from simplan.plan.partition import units as graph_units
 from simplan.plan.placement import GroupSpan, group_span
 from simplan.plan.plan import Plan
-from simplan.sim.lower import link_rates, tp_allreduce_sizes
+from simplan.sim.lower import collective_phases, link_rates, tp_allreduce_sizes
 from simplan.units import BYTES_PER_ELEMENT
 
 # Columns of the per-unit cost table (sums over the unit's layers, one micro-batch, one rank)
@@ -208,8 +208,7 @@ class Estimator:
                 hw = self.hw
 
                 def idle(size: float) -> float:
-                    ph = coll.phases(kind, algorithm, size, span.ranks_per_node, span.nodes, hw.intra_latency_s,
-                                     hw.inter_latency_s)
+                    ph = collective_phases(kind, size, span, hw, algorithm)
                     return coll.idle_time_s(ph, self.intra_bps, self.inter_bps)
 
                 base = idle(0.0)

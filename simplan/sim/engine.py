@@ -154,6 +154,12 @@ class Engine:
         u.dp_queue.put((env.now, 0.0, done))
         yield done
         u.acc["dp_comm_exposed"] += env.now - t0
+        norm_grads = self.p.norm_grad_allreduce[u.stage] if self.p.norm_grad_allreduce else None
+        if norm_grads is not None:
+            t0 = env.now
+            yield from self._collective(u, norm_grads, None)
+            u.acc["tp_comm_exposed"] += env.now - t0
+            self._record(u, "norm grads", "tp", t0, env.now - t0)
         t0 = env.now
         opt = self._time(u, self.p.optimizer_s[u.stage])
         yield env.timeout(opt)
@@ -210,7 +216,7 @@ class Engine:
                 yield env.timeout(c)
                 t1 = env.now
                 yield simpy.AllOf(env, flows)
-                u.acc["cp_comm_exposed"] += env.now - t1
+                u.acc[f"{st.overlapped[0].name}_comm_exposed"] += env.now - t1
             else:
                 yield env.timeout(c)
             u.acc[category] += c
@@ -250,14 +256,18 @@ class Engine:
         return filled
 
     def _zero3_gather(self, u: Unit, steps: tuple[Step, ...], i: int):
-        """FSDP: the parameters of layer i are gathered while layer i-1 computes (prefetch
-        of one layer, FSDP's default backward/forward prefetch); here they are gathered
-        on the data-parallel stream and the compute stream waits for what is not hidden."""
+        """FSDP: the parameters of the next unit are gathered while this one computes
+        (prefetch of one unit, FSDP's default backward/forward prefetch); here they are
+        gathered on the data-parallel stream and the compute stream waits for what is not
+        hidden."""
         ev = u.gathers
-        if i == 0:
-            ev[(id(steps), 0)] = self._start_gather(u, steps[0])
-        if i + 1 < len(steps) and steps[i + 1].gather is not None:
-            ev[(id(steps), i + 1)] = self._start_gather(u, steps[i + 1])
+        if (id(steps), i) not in ev:
+            ev[(id(steps), i)] = self._start_gather(u, steps[i])
+        # a host fabric gathers on the compute core (Program.comm_uses_compute_core): no prefetch
+        if not self.p.comm_uses_compute_core:
+            following = next((j for j in range(i + 1, len(steps)) if steps[j].gather is not None), None)
+            if following is not None:
+                ev[(id(steps), following)] = self._start_gather(u, steps[following])
         t0 = self.env.now
         yield ev.pop((id(steps), i))
         u.acc["dp_comm_exposed"] += self.env.now - t0

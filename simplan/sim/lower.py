@@ -107,16 +107,30 @@ class Program:
     with one core per rank a data-parallel bucket cannot be reduced while backward
     computes; the engine then reduces the gradients after the backward, as with
     ``dp_overlap`` off."""
+    norm_grad_allreduce: tuple[Comm | None, ...] = ()
+    """Per stage, sequence parallelism's all-reduce of the norms' gradients over the tp
+    group before the optimizer step (``Layer.norm_params``), None without it (empty: none anywhere)."""
 
 
 def _comm(name: str, kind: str, size_bytes: float, span, hw, algorithm: str | None = None) -> Comm | None:
     if size_bytes <= 0 or (span.size <= 1 and kind != "p2p"):
         return None
     intra, inter = link_rates(hw)
+    ph = collective_phases(kind, size_bytes, span, hw, algorithm)
+    return Comm(name, ph, coll.idle_time_s(ph, intra, inter))
+
+
+def collective_phases(kind: str, size_bytes: float, span, hw, algorithm: str | None = None) -> tuple[coll.Phase, ...]:
+    """The phases of one collective over ``span``: the profile's own measurement of an
+    in-node ``kind`` where it has one, else the ring/tree model from the link's alpha and
+    bandwidth (``algorithm``, or the one NCCL's tuner would pick)."""
+    intra, inter = link_rates(hw)
+    measured = hw.measured_collective(kind)
+    if measured is not None and span.nodes == 1:
+        return coll.measured_phases(kind, size_bytes, span.size, *measured, intra)
     alg = algorithm or coll.best_algorithm(kind, size_bytes, span.ranks_per_node, span.nodes, hw.intra_latency_s,
                                            hw.inter_latency_s, intra, inter)
-    ph = coll.phases(kind, alg, size_bytes, span.ranks_per_node, span.nodes, hw.intra_latency_s, hw.inter_latency_s)
-    return Comm(name, ph, coll.idle_time_s(ph, intra, inter))
+    return coll.phases(kind, alg, size_bytes, span.ranks_per_node, span.nodes, hw.intra_latency_s, hw.inter_latency_s)
 
 
 def link_rates(hw) -> tuple[float, float]:
@@ -128,23 +142,52 @@ def link_rates(hw) -> tuple[float, float]:
     return intra, min(intra, inter)
 
 
-def tp_allreduce_sizes(layer: Layer, plan: Plan, backward: bool) -> tuple[float, ...]:
-    """Bytes of each tensor-parallel all-reduce one micro-batch of ``layer`` issues in
-    forward or backward: Megatron-LM's g (forward) or f (backward) operator, rescaled for
-    the precision, then in forward the fp32 ones (the cross entropy's). Empty ones are
-    left out. The simulator's lowering and the planner's estimate both charge these."""
+def tp_collectives(layer: Layer, plan: Plan, backward: bool, split_sp: bool = True) -> tuple[tuple[str, float], ...]:
+    """(kind, bytes) of each tensor-parallel collective one micro-batch of ``layer`` issues
+    in forward or backward: Megatron-LM's g (forward) or f (backward) all-reduce, rescaled
+    for the precision, then in forward the fp32 ones (the cross entropy's). With sequence
+    parallelism (and ``split_sp``) the all-reduce is a reduce-scatter and an all-gather of
+    the same tensor (Korthikanti et al. 2022, Section 4.2.2): the same ring volume, but a
+    profile that measures the two on their own (gloo) times them apart. (For the embedding
+    and the head one of the two belongs to the other pass; only its placement differs.)
+    Empty ones are left out."""
     per_microbatch = plan.micro_batch / plan.cp
     main = (layer.tp_bwd_allreduce_bytes if backward else layer.tp_fwd_allreduce_bytes)
-    sizes = [main * per_microbatch * ACTIVATION_SCALE[plan.precision]]
+    main *= per_microbatch * ACTIVATION_SCALE[plan.precision]
+    out: list[tuple[str, float]] = []
+    if main > 0:
+        sp = plan.sequence_parallel and plan.tp > 1 and split_sp
+        out += [("reducescatter", main), ("allgather", main)] if sp else [("allreduce", main)]
     if not backward:
-        sizes += [nbytes * per_microbatch for nbytes in layer.tp_fwd_fp32_allreduces]
-    return tuple(nbytes for nbytes in sizes if nbytes > 0)
+        out += [("allreduce", nbytes * per_microbatch) for nbytes in layer.tp_fwd_fp32_allreduces if nbytes > 0]
+    return tuple(out)
+
+
+def sp_regather_bytes(layer: Layer, plan: Plan) -> float:
+    """Bytes of the all-gather that recovers a column-parallel layer's full-sequence input
+    in backward under sequence parallelism (it was saved as this rank's sequence shard,
+    Korthikanti et al. 2022, Section 4.2.2; Megatron-LM's
+    LinearWithGradAccumulationAndAsyncCommunication): the layers whose input gradient is
+    reduced across tp (``tp_bwd_allreduce_bytes``, the blocks and the head); 0 without
+    sequence parallelism."""
+    if not (plan.sequence_parallel and plan.tp > 1):
+        return 0.0
+    return layer.tp_bwd_allreduce_bytes * plan.micro_batch / plan.cp * ACTIVATION_SCALE[plan.precision]
+
+
+def tp_allreduce_sizes(layer: Layer, plan: Plan, backward: bool) -> tuple[float, ...]:
+    """Bytes of each of :func:`tp_collectives` counted as an all-reduce (sequence
+    parallelism's pair as the one all-reduce of the same ring volume): what the planner's
+    estimate charges."""
+    return tuple(nbytes for _, nbytes in tp_collectives(layer, plan, backward, split_sp=False))
 
 
 def _steps(layers: tuple[Layer, ...], plan: Plan, hw, spans, backward: bool, part: str = "all") -> tuple[Step, ...]:
     """``part``: "all", "input" (zero-bubble B: everything but weight gradients) or "weight"."""
     out = []
     act = max(BYTES_PER_ELEMENT[plan.precision], 2) / 2
+    unit_of = _fsdp_units(layers)
+    gathered: set[int] = set()
     for layer in (reversed(layers) if backward else layers):
         if backward:
             weight = ops_time_s((op for op in layer.ops if op.weight_bytes > 0), plan, hw)
@@ -159,12 +202,18 @@ def _steps(layers: tuple[Layer, ...], plan: Plan, hw, spans, backward: bool, par
         comms = []
         overlapped = []
         if part != "weight":
-            # with sequence parallelism the all-reduce is a reduce-scatter + all-gather of the
-            # same size: the same ring volume (Korthikanti et al. 2022, Section 4.2.2)
-            for nbytes in tp_allreduce_sizes(layer, plan, backward):
-                c = _comm("tp", "allreduce", nbytes, spans["tp"], hw, algorithm="ring")
+            for kind, nbytes in tp_collectives(layer, plan, backward):
+                c = _comm("tp", kind, nbytes, spans["tp"], hw, algorithm="ring")
                 if c:
                     comms.append(c)
+            regather = sp_regather_bytes(layer, plan) if backward else 0.0
+            if regather:
+                # the column-parallel input, saved as the sequence shard, is all-gathered again
+                # for the weight gradient: Megatron-LM overlaps it with the input-gradient GEMM;
+                # on a host fabric it runs on the compute core, so it blocks
+                c = _comm("tp", "allgather", regather, spans["tp"], hw, algorithm="ring")
+                if c:
+                    (comms if hw.fabric == "host" else overlapped).append(c)
             if layer.a2a_bytes and plan.ep > 1:
                 a2a = layer.a2a_bytes * plan.micro_batch / plan.cp / shard_factor("sp", plan) * act
                 for _ in range(2):  # dispatch and combine
@@ -183,12 +232,33 @@ def _steps(layers: tuple[Layer, ...], plan: Plan, hw, spans, backward: bool, par
             grad = _local_params(layer, plan) * _grad_bytes(plan)
         param_bytes = _local_params(layer, plan) * _grad_bytes(plan)
         gather = None
-        if plan.zero_stage == 3 and part != "weight":
-            # FSDP all-gathers a layer's parameters before its forward and its backward
-            # (Zhao et al. 2023, "PyTorch FSDP", Section 3.2)
-            gather = _comm("zero", "allgather", param_bytes, spans["dpcp"], hw, algorithm="ring")
+        unit = unit_of[layer.name]
+        if plan.zero_stage == 3 and part != "weight" and unit not in gathered:
+            # FSDP all-gathers a unit's parameters before its forward and its backward
+            # (Zhao et al. 2023, "PyTorch FSDP", Section 3.2), one unit per transformer layer
+            # (attention and MLP together, as torchtitan's apply_fsdp wraps each block)
+            gathered.add(unit)
+            unit_bytes = sum(_local_params(x, plan) for x in layers if unit_of[x.name] == unit) * _grad_bytes(plan)
+            gather = _comm("zero", "allgather", unit_bytes, spans["dpcp"], hw, algorithm="ring")
+            if gather is not None:
+                compute += hw.fsdp_gather_overhead_s  # FSDP2's host work for the gather
         out.append(Step(layer.name, compute, tuple(comms), tuple(overlapped), grad, param_bytes, gather))
     return tuple(out)
+
+
+def _fsdp_units(layers: tuple[Layer, ...]) -> dict[str, int]:
+    """Layer name -> index of its FSDP unit: a transformer layer's attention and MLP/MoE
+    nodes share one (the grouping of ``simplan.plan.partition.units``), any other node is
+    its own."""
+    out: dict[str, int] = {}
+    unit = -1
+    previous = None
+    for layer in layers:
+        if not (layer.kind in ("mlp", "moe") and previous is not None and previous.kind == "attention"):
+            unit += 1
+        out[layer.name] = unit
+        previous = layer
+    return out
 
 
 def _recompute_steps(layers: tuple[Layer, ...], plan: Plan, hw, spans) -> tuple[Step, ...]:
@@ -251,6 +321,12 @@ def lower(graph: LayerGraph, plan: Plan, cluster: Cluster, chunks=None) -> Progr
         params = sum(p.params for p in programs if p.stage == s)
         shard = dp_size if plan.zero_stage >= 1 else 1
         optimizer_s.append(optimizer_time_s(params / shard, plan, hw))
+    norm_grads = []
+    for s in range(plan.pp):
+        norm_bytes = sum(layer.norm_params for c, layers in enumerate(chunks) if c % plan.pp == s
+                         for layer in layers) * _grad_bytes(plan)
+        sp = plan.sequence_parallel and plan.tp > 1
+        norm_grads.append(_comm("tp", "allreduce", norm_bytes, spans["tp"], hw, algorithm="ring") if sp else None)
     bucket = DDP_BUCKET_BYTES
     # parameter server (Li et al. 2014, OSDI): one server per node behind one NIC; all
     # workers of the cluster push gradients to and pull weights from the servers, so a
@@ -272,11 +348,12 @@ def lower(graph: LayerGraph, plan: Plan, cluster: Cluster, chunks=None) -> Progr
             after_opt = _comm("zero", "allgather", params_bytes, dp_span, hw, algorithm="ring")
     stage_node = tuple(rank_of(plan, pp=s) // cluster.gpus_per_node for s in range(plan.pp))
     boundaries = [stage_node[s] == stage_node[(s + 1) % plan.pp] for s in range(plan.pp) if plan.pp > 1]
-    others_on_fabric = (plan.cp > 1 or plan.ep > 1 or plan.zero_stage == 3 or any(boundaries)
+    sp_overlapped = plan.sequence_parallel and plan.tp > 1 and hw.fabric != "host"
+    others_on_fabric = (plan.cp > 1 or plan.ep > 1 or plan.zero_stage == 3 or any(boundaries) or sp_overlapped
                         or (dp_size > 1 and dp_span.nodes == 1) or spans["tp"].nodes > 1)
     return Program(
         plan=plan, chunks=tuple(programs), optimizer_s=tuple(optimizer_s), dp_comm=dp_comm, bucket_bytes=bucket,
-        dp_after_optimizer=after_opt, zero3=plan.zero_stage == 3, stage_node=stage_node,
+        dp_after_optimizer=after_opt, norm_grad_allreduce=tuple(norm_grads), zero3=plan.zero_stage == 3, stage_node=stage_node,
         intra_latency_s=hw.intra_latency_s, inter_latency_s=hw.inter_latency_s,
         intra_bytes_per_s=intra, inter_bytes_per_s=inter, ps_bytes_per_s=ps_bw,
         exclusive_links=not others_on_fabric, step_overhead_s=hw.step_overhead_s,
