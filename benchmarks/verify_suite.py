@@ -2,6 +2,7 @@
 executor (gloo, 2 ranks, one thread per rank) against the simulator.
 
     python benchmarks/verify_suite.py [--hardware hardware_profiles/local.yaml] [--steps 20] [--warmup 5] [--rounds 3]
+    python benchmarks/verify_suite.py --calibrate-each-round [--rounds 3] [--steps 10] [--warmup 3]
 
 Run `simplan calibrate --local --out hardware_profiles/local.yaml` first on a quiet host:
 the step times are wall-clock and another process on the cores distorts them. Prints the
@@ -15,10 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from simplan.execute.launch import RunOptions
-from simplan.execute.verify import format_table, verify
+from simplan.execute.calibrate_local import calibrate_local
+from simplan.execute.verify import combine_rounds, format_table, summarize, verify
 
 SUITE = sorted((Path(__file__).resolve().parents[1] / "examples" / "verify").glob("*.yaml"))
 LOSS_TOLERANCE = 1e-5
@@ -31,12 +34,31 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3, help="launches per plan, a round through the suite "
                                                                 "at a time (median)")
+    parser.add_argument("--calibrate-each-round", action="store_true",
+                        help="run calibrate --local before each round and simulate that round under it "
+                             "(instead of --hardware)")
     parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
     args = parser.parse_args()
     opts = RunOptions(steps=args.steps, warmup=args.warmup)
-    summary = verify([str(p) for p in SUITE], opts, args.hardware, rounds=args.rounds,
-                     progress=lambda r: print(f"  {Path(r['scenario']).stem}: measured "
-                                              f"{r['measured_step_time_s']:.4f} s", file=sys.stderr, flush=True))
+
+    def progress(row: dict) -> None:
+        print(f"  {Path(row['scenario']).stem}: predicted {row['predicted_step_time_s']:.4f} s, "
+              f"measured {row['measured_step_time_s']:.4f} s", file=sys.stderr, flush=True)
+
+    paths = [str(p) for p in SUITE]
+    if args.calibrate_each_round:
+        # each round simulated under a calibration taken right before it: a host whose speed
+        # drifts over minutes is measured and predicted in the same spell
+        rounds = []
+        with tempfile.TemporaryDirectory() as d:
+            for r in range(args.rounds):
+                profile = Path(d) / f"round{r}.yaml"
+                calibrate_local(profile, log=lambda line: print(f"  calibrate: {line}", file=sys.stderr, flush=True))
+                order = paths[r % len(paths):] + paths[:r % len(paths)]
+                rounds.append(verify(order, opts, str(profile), progress=progress)["rows"])
+        summary = summarize(combine_rounds(rounds))
+    else:
+        summary = verify(paths, opts, args.hardware, rounds=args.rounds, progress=progress)
     print(format_table(summary))
     same = summary["first_step_loss_spread"] <= LOSS_TOLERANCE
     print(f"first-step loss identical across plans (tolerance {LOSS_TOLERANCE:g}): {'yes' if same else 'NO'}")

@@ -59,3 +59,20 @@ def test_one_round_is_one_launch_each(monkeypatch):
 def test_rounds_below_one_are_a_user_error():
     with pytest.raises(SimplanError, match="rounds must be at least 1, got 0"):
         v.verify([str(SUITE[0])], rounds=0)
+
+
+def test_rounds_calibrated_apart_combine_to_the_medians_of_prediction_and_measurement():
+    def row(name, predicted, measured):
+        return {"scenario": name, "predicted_step_time_s": predicted, "measured_step_time_s": measured,
+                "step_time_error": (predicted - measured) / measured, "activation_error": 0.0,
+                "first_step_loss": 1.0}
+
+    rounds = [[row("a", 1.0, 2.0), row("b", 5.0, 4.0)],
+              [row("b", 6.0, 5.0), row("a", 3.0, 2.5)],
+              [row("a", 2.0, 3.0), row("b", 7.0, 4.5)]]
+    rows = {r["scenario"]: r for r in v.combine_rounds(rounds)}
+    assert (rows["a"]["predicted_step_time_s"], rows["a"]["measured_step_time_s"]) == (2.0, 2.5)
+    assert rows["a"]["step_time_error"] == pytest.approx(-0.2, rel=1e-12)
+    assert rows["b"]["predicted_step_time_per_round_s"] == [5.0, 6.0, 7.0]
+    assert rows["b"]["measured_step_time_per_launch_s"] == [4.0, 5.0, 4.5]
+    assert v.summarize(list(rows.values()))["mape"] == pytest.approx((0.2 + 1.5 / 4.5) / 2, rel=1e-12)

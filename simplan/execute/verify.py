@@ -143,6 +143,26 @@ def combine_launches(launches: list[dict]) -> dict:
     return out
 
 
+def combine_rounds(rounds: list[list[dict]]) -> list[dict]:
+    """Verify rows of the same scenarios from several rounds, each simulated under its own
+    profile (a calibration right before the round), as one row per scenario: the median
+    predicted and the median measured step time over the rounds, the error between them,
+    the rest from the first round."""
+    by_scenario: dict[str, list[dict]] = {}
+    for rows in rounds:
+        for row in rows:
+            by_scenario.setdefault(row["scenario"], []).append(row)
+    out = []
+    for scenario, rows in by_scenario.items():
+        predicted = statistics.median(r["predicted_step_time_s"] for r in rows)
+        measured = statistics.median(r["measured_step_time_s"] for r in rows)
+        out.append({**rows[0], "predicted_step_time_s": predicted, "measured_step_time_s": measured,
+                    "step_time_error": _rel(predicted, measured),
+                    "predicted_step_time_per_round_s": [r["predicted_step_time_s"] for r in rows],
+                    "measured_step_time_per_launch_s": [r["measured_step_time_s"] for r in rows]})
+    return out
+
+
 def format_table(summary: dict) -> str:
     lines = [f"{'scenario':<44} {'pred s':>9} {'meas s':>9} {'err':>7} {'pred act':>10} {'meas act':>10} "
              f"{'err':>7} {'loss0':>9}"]
