@@ -204,3 +204,12 @@ def test_cpu_calibration_writes_a_profile_the_simulator_loads(tmp_path):
     assert p.fsdp_gather_overhead_s == pytest.approx(calibration["fsdp"]["per_gather_s"], rel=1e-9)
     assert "one-rank mesh" in p.sources["software.fsdp_gather_overhead_us"]
     assert calibration["device"] == "cpu" and calibration["wall_s"] > 0
+
+
+def test_ranks_measuring_at_once_are_charged_at_the_slowest_ones_pace():
+    fast = {"per_op_s": 1e-5, "optimizer_s": 2e-3, "rate_flops_per_s": 7e10, "raw_half_flops": 1e6,
+            "elementwise_bytes_per_s": 1.1e10}
+    slow = {"per_op_s": 2e-5, "optimizer_s": 1e-3, "rate_flops_per_s": 5e10, "raw_half_flops": 3e5,
+            "elementwise_bytes_per_s": 1.2e10}
+    assert cal._slowest([fast, slow]) == {"per_op_s": 2e-5, "optimizer_s": 2e-3, "rate_flops_per_s": 5e10,
+                                          "raw_half_flops": 3e5, "elementwise_bytes_per_s": 1.1e10}

@@ -31,8 +31,9 @@ A host device runs them in sequence; a GPU overlaps the gaps with the kernels.
   ``fsdp_gather_overhead_us`` (FSDP2's hooks and copies, paid on the rank's core).
 * concurrency: the in-model matmul line, the elementwise rate, the per-op overhead and the
   optimizer step are measured again in ``world`` (2) single-threaded processes at once,
-  as the executor's ranks run on the host's cores; the profile takes the median over the
-  processes (per rank with ``world`` ranks busy) and records the slowdown against alone.
+  as the executor's ranks run on the host's cores; the profile takes the slowest
+  process's figures (ranks that synchronize run at the slowest one's pace), the median
+  over rounds, and records the slowdown against alone.
 
 ``--device cuda`` (bf16, one GPU; peaks and HBM bandwidth stay the datasheet's in ``--base``):
 
@@ -458,12 +459,22 @@ def _concurrent_worker(rank: int, world: int, model_name: str, rounds: int, barr
     Path(out, f"{rank}.json").write_text(json.dumps(rows))
 
 
+def _slowest(rows: list[dict]) -> dict:
+    """The figures of the slowest of processes measuring at once: the largest times, and
+    the matmul line (rate with its intercept) and elementwise rate of the slowest."""
+    matmul = min(rows, key=lambda row: row["rate_flops_per_s"])
+    return {"per_op_s": max(row["per_op_s"] for row in rows), "optimizer_s": max(row["optimizer_s"] for row in rows),
+            "rate_flops_per_s": matmul["rate_flops_per_s"], "raw_half_flops": matmul["raw_half_flops"],
+            "elementwise_bytes_per_s": min(row["elementwise_bytes_per_s"] for row in rows)}
+
+
 def bench_concurrent(model_name: str, world: int = CONCURRENT_RANKS, rounds: int = CONCURRENT_ROUNDS) -> dict:
     """CPU: the per-op overhead and optimizer (:func:`bench_framework`), the in-model matmul
     line (:func:`bench_model_matmul`) and the elementwise rate (:func:`bench_elementwise`)
     measured in ``world`` single-threaded processes at once, as the executor's ranks run;
-    each figure is the median over processes and rounds (the rate one rank reaches while
-    ``world`` ranks are busy). ``alone`` holds the same figures of rank 0 measuring alone
+    each figure is the slowest process's in a round (ranks that synchronize every step
+    run at the pace of the slowest: on a shared host one core can be 25% slower than the
+    other for minutes), the median over rounds. ``alone`` holds the same figures of rank 0 measuring alone
     in the rounds between, and ``slowdown`` the time busy / time alone."""
     import multiprocessing
 
@@ -474,9 +485,9 @@ def bench_concurrent(model_name: str, world: int = CONCURRENT_RANKS, rounds: int
         mp.start_processes(_concurrent_worker, args=(world, model_name, rounds, barrier, d), nprocs=world,
                            start_method="spawn")
         per_rank = [json.loads(Path(d, f"{r}.json").read_text()) for r in range(world)]
-    busy_rows = [row for rank in per_rank for row in rank["busy"]]
+    slowest = [_slowest([rank["busy"][r] for rank in per_rank]) for r in range(rounds)]
     alone_rows = per_rank[0]["alone"]
-    busy = {k: statistics.median(row[k] for row in busy_rows) for k in busy_rows[0]}
+    busy = {k: statistics.median(row[k] for row in slowest) for k in slowest[0]}
     alone = {k: statistics.median(row[k] for row in alone_rows) for k in alone_rows[0]}
     slowdown = {"per_op": busy["per_op_s"] / alone["per_op_s"], "optimizer": busy["optimizer_s"] / alone["optimizer_s"],
                 "matmul": alone["rate_flops_per_s"] / busy["rate_flops_per_s"],
@@ -603,7 +614,8 @@ def host_profile(base, m: dict):
     stamp = _stamp()
     mm, fw, dt, ar = m["matmul_fit"], m["framework"], m["dtensor"], m["collectives"]["allreduce"]
     conc = m["concurrent"]
-    busy = f"median of {conc['ranks']} processes measuring at once (per rank with {conc['ranks']} ranks busy)"
+    busy = (f"slowest of {conc['ranks']} processes measuring at once, median over {conc['rounds']} rounds "
+            f"(per rank with {conc['ranks']} ranks busy)")
     sources = dict(base.sources)
     sources.update({
         "gpu.peak_tflops": f"{stamp}: one core, {m['peak_how']}",
@@ -749,8 +761,9 @@ def measure_host(model_name: str, log=print, world: int = CONCURRENT_RANKS) -> d
             "threads_per_rank": 1, "dtype": "fp32", "model": model_name, "peak_flops_per_s": peak,
             "peak_how": peak_how, "framework": fw, "dtensor": dt, "fsdp": fsdp, "matmul": mm, "matmul_fit": fit,
             "stream_bytes_per_s": stream, "elementwise_bytes_per_s": elementwise, "concurrent": conc,
-            "rates": f"per rank with {world} ranks busy (compute rates, per-op overhead and optimizer: the median "
-                     f"of {world} single-threaded processes measuring at once, concurrent.*; the figures outside "
+            "rates": f"per rank with {world} ranks busy (compute rates, per-op overhead and optimizer: the slowest "
+                     f"of {world} single-threaded processes measuring at once, median over rounds, concurrent.*; "
+                     "the figures outside "
                      "concurrent are one process alone; concurrent.slowdown = time busy / time alone, measured "
                      "in alternating rounds)",
             "collectives": coll,
