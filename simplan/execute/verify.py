@@ -74,7 +74,7 @@ def compare(path: str | Path, scenario, measured: dict) -> dict:
         "measured_step_time_s": measured["step_time_s"],
         "step_time_error": _rel(result.step_time_s, measured["step_time_s"]),
         "measured_step_time_iqr_s": measured["step_time_iqr_s"],
-        "measured_step_time_per_launch_s": measured.get("step_time_per_launch_s", [measured["step_time_s"]]),
+        "measured_step_time_per_launch_s": [measured["step_time_s"]],
         "predicted_activation_bytes": worst["predicted"],
         "measured_activation_bytes": worst["measured"],
         "activation_error": worst["error"],
@@ -118,36 +118,24 @@ def verify(paths: list[str | Path], opts: RunOptions = RunOptions(), hardware: s
     over its launches."""
     require(rounds >= 1, f"verify: rounds must be at least 1, got {rounds}")
     paths = list(paths)
-    launches: dict[int, list[dict]] = {i: [] for i in range(len(paths))}
-    order = list(range(len(paths)))
+    per_round = []
     for r in range(rounds):
-        shift = r % len(order) if order else 0
-        for i in order[shift:] + order[:shift]:
-            scenario = load_for_verify(paths[i], hardware)
-            launches[i].append(run_plan(scenario.model, scenario.plan, opts))
+        shift = r % len(paths) if paths else 0
+        rows = []
+        for path in paths[shift:] + paths[:shift]:
+            rows.append(verify_one(path, opts, hardware))
             if progress is not None:
-                progress(compare(paths[i], scenario, launches[i][-1]))
-    rows = [compare(path, load_for_verify(path, hardware), combine_launches(launches[i]))
-            for i, path in enumerate(paths)]
-    return summarize(rows)
-
-
-def combine_launches(launches: list[dict]) -> dict:
-    """One measurement from several launches of a scenario: the median step time over
-    the launches (each launch's own is the median over its steps); the rest (activation
-    bytes, losses: deterministic) from the first."""
-    out = dict(launches[0])
-    per_launch = [m["step_time_s"] for m in launches]
-    out["step_time_s"] = statistics.median(per_launch)
-    out["step_time_per_launch_s"] = per_launch
-    return out
+                progress(rows[-1])
+        per_round.append(rows)
+    return summarize(combine_rounds(per_round))
 
 
 def combine_rounds(rounds: list[list[dict]]) -> list[dict]:
-    """Verify rows of the same scenarios from several rounds, each simulated under its own
-    profile (a calibration right before the round), as one row per scenario: the median
-    predicted and the median measured step time over the rounds, the error between them,
-    the rest from the first round."""
+    """Verify rows of the same scenarios from several rounds (each simulated under its
+    round's profile, the same one or a calibration right before the round) as one row per
+    scenario, in the first round's order: the median predicted and the median measured
+    step time over the rounds (each launch's own is the median over its steps), the error
+    between them, the rest (activation bytes, losses: deterministic) from the first round."""
     by_scenario: dict[str, list[dict]] = {}
     for rows in rounds:
         for row in rows:

@@ -15,10 +15,15 @@ Chunks = tuple[tuple[Layer, ...], ...]
 
 
 def _blocks(graph: LayerGraph) -> list[list[Layer]]:
-    """Group the layer order into units a pipeline may not cut: a transformer layer is its
-    attention node and its MLP/MoE node; every other node is a unit of its own."""
+    return group_units(graph.order)
+
+
+def group_units(layers) -> list[list[Layer]]:
+    """Group a run of layers into units a pipeline may not cut (and FSDP wraps as one): a
+    transformer layer is its attention node and its MLP/MoE node; every other node is a
+    unit of its own."""
     units: list[list[Layer]] = []
-    for layer in graph.order:
+    for layer in layers:
         if layer.kind in ("mlp", "moe") and units and units[-1][-1].kind == "attention":
             units[-1].append(layer)
         else:

@@ -19,7 +19,7 @@ from simplan.cost.memory import ACTIVATION_SCALE, activation_bytes_per_microbatc
 from simplan.hardware.cluster import Cluster
 from simplan.model.graph import RECOMPUTED_KINDS, LayerGraph
 from simplan.model.layer import Layer
-from simplan.plan.partition import plan_chunks
+from simplan.plan.partition import group_units, plan_chunks
 from simplan.plan.placement import group_span, joint_group_ranks, rank_of, span_of
 from simplan.plan.plan import Plan
 from simplan.units import BYTES_PER_ELEMENT
@@ -151,16 +151,25 @@ def tp_collectives(layer: Layer, plan: Plan, backward: bool, split_sp: bool = Tr
     profile that measures the two on their own (gloo) times them apart. (For the embedding
     and the head one of the two belongs to the other pass; only its placement differs.)
     Empty ones are left out."""
-    per_microbatch = plan.micro_batch / plan.cp
-    main = (layer.tp_bwd_allreduce_bytes if backward else layer.tp_fwd_allreduce_bytes)
-    main *= per_microbatch * ACTIVATION_SCALE[plan.precision]
+    main = _tp_main_bytes(layer, plan, backward)
     out: list[tuple[str, float]] = []
     if main > 0:
-        sp = plan.sequence_parallel and plan.tp > 1 and split_sp
+        sp = _sequence_parallel(plan) and split_sp
         out += [("reducescatter", main), ("allgather", main)] if sp else [("allreduce", main)]
     if not backward:
+        per_microbatch = plan.micro_batch / plan.cp
         out += [("allreduce", nbytes * per_microbatch) for nbytes in layer.tp_fwd_fp32_allreduces if nbytes > 0]
     return tuple(out)
+
+
+def _tp_main_bytes(layer: Layer, plan: Plan, backward: bool) -> float:
+    """Bytes of one micro-batch's g (forward) or f (backward) tensor, at the plan's precision."""
+    main = layer.tp_bwd_allreduce_bytes if backward else layer.tp_fwd_allreduce_bytes
+    return main * plan.micro_batch / plan.cp * ACTIVATION_SCALE[plan.precision]
+
+
+def _sequence_parallel(plan: Plan) -> bool:
+    return plan.sequence_parallel and plan.tp > 1
 
 
 def sp_regather_bytes(layer: Layer, plan: Plan) -> float:
@@ -170,9 +179,7 @@ def sp_regather_bytes(layer: Layer, plan: Plan) -> float:
     LinearWithGradAccumulationAndAsyncCommunication): the layers whose input gradient is
     reduced across tp (``tp_bwd_allreduce_bytes``, the blocks and the head); 0 without
     sequence parallelism."""
-    if not (plan.sequence_parallel and plan.tp > 1):
-        return 0.0
-    return layer.tp_bwd_allreduce_bytes * plan.micro_batch / plan.cp * ACTIVATION_SCALE[plan.precision]
+    return _tp_main_bytes(layer, plan, backward=True) if _sequence_parallel(plan) else 0.0
 
 
 def tp_allreduce_sizes(layer: Layer, plan: Plan, backward: bool) -> tuple[float, ...]:
@@ -186,8 +193,11 @@ def _steps(layers: tuple[Layer, ...], plan: Plan, hw, spans, backward: bool, par
     """``part``: "all", "input" (zero-bubble B: everything but weight gradients) or "weight"."""
     out = []
     act = max(BYTES_PER_ELEMENT[plan.precision], 2) / 2
-    unit_of = _fsdp_units(layers)
-    gathered: set[int] = set()
+    # FSDP gathers a unit's parameters at the unit's first layer in the pass's order
+    unit_bytes = {}
+    for unit in group_units(layers):
+        first = unit[-1] if backward else unit[0]
+        unit_bytes[first.name] = sum(_local_params(x, plan) for x in unit) * _grad_bytes(plan)
     for layer in (reversed(layers) if backward else layers):
         if backward:
             weight = ops_time_s((op for op in layer.ops if op.weight_bytes > 0), plan, hw)
@@ -232,33 +242,15 @@ def _steps(layers: tuple[Layer, ...], plan: Plan, hw, spans, backward: bool, par
             grad = _local_params(layer, plan) * _grad_bytes(plan)
         param_bytes = _local_params(layer, plan) * _grad_bytes(plan)
         gather = None
-        unit = unit_of[layer.name]
-        if plan.zero_stage == 3 and part != "weight" and unit not in gathered:
+        if plan.zero_stage == 3 and part != "weight" and layer.name in unit_bytes:
             # FSDP all-gathers a unit's parameters before its forward and its backward
             # (Zhao et al. 2023, "PyTorch FSDP", Section 3.2), one unit per transformer layer
             # (attention and MLP together, as torchtitan's apply_fsdp wraps each block)
-            gathered.add(unit)
-            unit_bytes = sum(_local_params(x, plan) for x in layers if unit_of[x.name] == unit) * _grad_bytes(plan)
-            gather = _comm("zero", "allgather", unit_bytes, spans["dpcp"], hw, algorithm="ring")
+            gather = _comm("zero", "allgather", unit_bytes[layer.name], spans["dpcp"], hw, algorithm="ring")
             if gather is not None:
                 compute += hw.fsdp_gather_overhead_s  # FSDP2's host work for the gather
         out.append(Step(layer.name, compute, tuple(comms), tuple(overlapped), grad, param_bytes, gather))
     return tuple(out)
-
-
-def _fsdp_units(layers: tuple[Layer, ...]) -> dict[str, int]:
-    """Layer name -> index of its FSDP unit: a transformer layer's attention and MLP/MoE
-    nodes share one (the grouping of ``simplan.plan.partition.units``), any other node is
-    its own."""
-    out: dict[str, int] = {}
-    unit = -1
-    previous = None
-    for layer in layers:
-        if not (layer.kind in ("mlp", "moe") and previous is not None and previous.kind == "attention"):
-            unit += 1
-        out[layer.name] = unit
-        previous = layer
-    return out
 
 
 def _recompute_steps(layers: tuple[Layer, ...], plan: Plan, hw, spans) -> tuple[Step, ...]:
@@ -321,12 +313,12 @@ def lower(graph: LayerGraph, plan: Plan, cluster: Cluster, chunks=None) -> Progr
         params = sum(p.params for p in programs if p.stage == s)
         shard = dp_size if plan.zero_stage >= 1 else 1
         optimizer_s.append(optimizer_time_s(params / shard, plan, hw))
-    norm_grads = []
-    for s in range(plan.pp):
-        norm_bytes = sum(layer.norm_params for c, layers in enumerate(chunks) if c % plan.pp == s
-                         for layer in layers) * _grad_bytes(plan)
-        sp = plan.sequence_parallel and plan.tp > 1
-        norm_grads.append(_comm("tp", "allreduce", norm_bytes, spans["tp"], hw, algorithm="ring") if sp else None)
+    norm_grads = [None] * plan.pp
+    if _sequence_parallel(plan):
+        for s in range(plan.pp):
+            norm_bytes = sum(layer.norm_params for c, layers in enumerate(chunks) if c % plan.pp == s
+                             for layer in layers) * _grad_bytes(plan)
+            norm_grads[s] = _comm("tp", "allreduce", norm_bytes, spans["tp"], hw, algorithm="ring")
     bucket = DDP_BUCKET_BYTES
     # parameter server (Li et al. 2014, OSDI): one server per node behind one NIC; all
     # workers of the cluster push gradients to and pull weights from the servers, so a
@@ -348,7 +340,7 @@ def lower(graph: LayerGraph, plan: Plan, cluster: Cluster, chunks=None) -> Progr
             after_opt = _comm("zero", "allgather", params_bytes, dp_span, hw, algorithm="ring")
     stage_node = tuple(rank_of(plan, pp=s) // cluster.gpus_per_node for s in range(plan.pp))
     boundaries = [stage_node[s] == stage_node[(s + 1) % plan.pp] for s in range(plan.pp) if plan.pp > 1]
-    sp_overlapped = plan.sequence_parallel and plan.tp > 1 and hw.fabric != "host"
+    sp_overlapped = _sequence_parallel(plan) and hw.fabric != "host"
     others_on_fabric = (plan.cp > 1 or plan.ep > 1 or plan.zero_stage == 3 or any(boundaries) or sp_overlapped
                         or (dp_size > 1 and dp_span.nodes == 1) or spans["tp"].nodes > 1)
     return Program(
