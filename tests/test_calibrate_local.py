@@ -117,7 +117,10 @@ def test_dtensor_dispatch_costs_time_per_sharded_kernel():
     spec = cal._small_spec("tiny-gpt")
     assert d["sharded_kernels"] == sum(1 + max(1, round(op.bwd_factor)) for layer in build_graph(spec).order
                                        for op in layer.ops if op.sharding == "tp")
-    assert d["dtensor_fwd_bwd_s"] > d["plain_fwd_bwd_s"] and d["per_kernel_s"] > 0
+    # DTensor's host work on a 2-rank mesh (redistributions included) costs time in both parts of a step
+    assert d["dtensor_fwd_bwd_ms"] > d["plain_fwd_bwd_ms"] and d["per_kernel_s"] > 0
+    assert d["dtensor_update_ms"] > d["plain_update_ms"] and d["update_s"] > 0
+    assert not torch.distributed.is_initialized()  # its fake process group is gone
 
 
 def test_fsdp_host_work_is_measured_per_unit_gather():
@@ -193,7 +196,12 @@ def test_cpu_calibration_writes_a_profile_the_simulator_loads(tmp_path):
     calibration = cal.calibrate_local(out, log=lambda _: None)
     p = load_hardware(str(out))
     assert p.name == "local" and p.fabric == "host" and set(p.peak_flops_per_s) == {"fp32"}
-    assert p.dtensor_op_overhead_s > 0 and "one-rank mesh" in p.sources["software.dtensor_op_overhead_us"]
+    assert p.dtensor_op_overhead_s > 0 and "fake 2-rank process group" in p.sources["software.dtensor_op_overhead_us"]
+    assert p.dtensor_update_overhead_s == pytest.approx(calibration["dtensor"]["update_s"], rel=1e-9)
+    assert p.dtensor_update_overhead_s > 0
+    # a CPU host's cores slow each other down; GPU profiles leave it at 1
+    assert p.busy_slowdown >= 1
+    assert p.busy_slowdown == pytest.approx(max(1.0, calibration["concurrent"]["slowdown"]["model"]), rel=1e-9)
     assert 0 < p.matmul_efficiency <= 1 and 0 < p.memory_efficiency <= 1
     assert set(calibration["collectives"]) == set(cal.COLLECTIVES)
     # all-gather and reduce-scatter keep their own fits (gloo's are not the all-reduce's ring)
@@ -208,8 +216,9 @@ def test_cpu_calibration_writes_a_profile_the_simulator_loads(tmp_path):
 
 def test_ranks_measuring_at_once_are_charged_at_the_slowest_ones_pace():
     fast = {"per_op_s": 1e-5, "optimizer_s": 2e-3, "rate_flops_per_s": 7e10, "raw_half_flops": 1e6,
-            "elementwise_bytes_per_s": 1.1e10}
+            "elementwise_bytes_per_s": 1.1e10, "model_fwd_bwd_s": 0.3}
     slow = {"per_op_s": 2e-5, "optimizer_s": 1e-3, "rate_flops_per_s": 5e10, "raw_half_flops": 3e5,
-            "elementwise_bytes_per_s": 1.2e10}
+            "elementwise_bytes_per_s": 1.2e10, "model_fwd_bwd_s": 0.2}
     assert cal._slowest([fast, slow]) == {"per_op_s": 2e-5, "optimizer_s": 2e-3, "rate_flops_per_s": 5e10,
-                                          "raw_half_flops": 3e5, "elementwise_bytes_per_s": 1.1e10}
+                                          "raw_half_flops": 3e5, "elementwise_bytes_per_s": 1.1e10,
+                                          "model_fwd_bwd_s": 0.3}

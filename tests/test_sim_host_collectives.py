@@ -11,10 +11,13 @@ import pytest
 import yaml
 
 from simplan.cost import collectives as coll
+from simplan.cost.compute import sharded_kernels
 from simplan.errors import SimplanError
 from simplan.hardware.load import PROFILE_DIR, dump_hardware, load_hardware
 from simplan.scenario import load_scenario
 from simplan.sim import simulate
+from simplan.plan.partition import plan_chunks
+from simplan.search.estimate import Estimator
 from simplan.sim.lower import lower, tp_allreduce_sizes, tp_collectives
 
 EXACT = 1e-12
@@ -173,3 +176,29 @@ def test_sequence_parallel_recovers_each_saved_input_shard_in_backward():
     mlp = next(st for st in gpu.chunks[0].bwd if st.layer == "layer0.mlp")
     assert len(mlp.comms) == 2 and len(mlp.overlapped) == 1 and not gpu.exclusive_links
     assert simulate(g).step_time_s > 0
+
+
+@pytest.mark.parametrize("plan", [{"tp": 2}, {"tp": 2, "sequence_parallel": True}, {"tp": 2, "pp": 2, "micro_batch": 1},
+                                  {"dp": 2}])
+def test_dtensor_update_overhead_is_charged_once_per_step_per_sharded_kernel_of_the_stage(plan):
+
+    ranks = plan.get("tp", 1) * plan.get("pp", 1) * plan.get("dp", 1)
+    base = load_scenario({"model": "tiny-gpt", "hardware": "cpu-host", "cluster": {"nodes": 1, "gpus_per_node": ranks},
+                          "plan": {"micro_batch": 2, "global_batch": 4, "precision": "fp32", **plan}})
+    d = 1e-3
+    extra = with_hw(base, dtensor_update_overhead_s=d)
+    p0, p1 = lower(base.graph, base.plan, base.cluster), lower(extra.graph, extra.plan, extra.cluster)
+    chunks = plan_chunks(base.graph, base.plan)
+    per_stage = [d * sum(sharded_kernels(layer.ops, base.plan) for c, layers in enumerate(chunks)
+                         if c % base.plan.pp == s for layer in layers) for s in range(base.plan.pp)]
+    added = [b - a for a, b in zip(p0.optimizer_s, p1.optimizer_s)]
+    assert added == pytest.approx(per_stage, rel=1e-9)
+    if base.plan.tp == 1:  # no DTensor parameters
+        assert added == [0.0] * base.plan.pp
+        return
+    assert min(added) > 0
+    if base.plan.pp == 1:  # the step grows by exactly that, in the simulator and in the planner's estimate
+        assert simulate(extra).step_time_s - simulate(base).step_time_s == pytest.approx(per_stage[0], rel=1e-6)
+        e0 = Estimator(base.graph, base.cluster).estimate(base.plan).step_time_s
+        e1 = Estimator(extra.graph, extra.cluster).estimate(extra.plan).step_time_s
+        assert e1 - e0 == pytest.approx(per_stage[0], rel=1e-6)

@@ -85,6 +85,20 @@ def _kernels(op: Op, backward: bool) -> float:
     return max(1.0, round(op.bwd_factor)) if backward else 1.0
 
 
+def sharded_kernels(ops, plan: Plan) -> float:
+    """Forward + backward kernels of the ops in ``ops`` that tensor parallelism shards under
+    ``plan`` (those that run on DTensors in the torch executor)."""
+    return sum(_kernels(op, False) + _kernels(op, True) for op in ops if shard_factor(op.sharding, plan) > 1)
+
+
+def dtensor_update_s(layers, plan: Plan, hw: HardwareProfile) -> float:
+    """Host time DTensor adds to the optimizer step of a rank holding ``layers``
+    (``HardwareProfile.dtensor_update_overhead_s``, measured by ``calibrate --local``)."""
+    if hw.dtensor_update_overhead_s == 0.0:
+        return 0.0
+    return hw.dtensor_update_overhead_s * sum(sharded_kernels(layer.ops, plan) for layer in layers)
+
+
 def ops_time_s(ops, plan: Plan, hw: HardwareProfile, backward: bool = False) -> float:
     """Time of a run of ops on one rank: max(device time, launch gaps) on an asynchronous
     accelerator, their sum on a host device (see the module docstring)."""

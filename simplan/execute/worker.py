@@ -135,32 +135,42 @@ class Runner:
 
     def _step(self) -> float:
         self.optimizer.zero_grad(set_to_none=True)
+        loss = self.forward_backward()
+        self.update()
+        return loss
+
+    def forward_backward(self) -> float:
+        """Forward and backward of every micro-batch (the pipeline schedule with pp > 1);
+        returns this rank's mean micro-batch loss (nan off the last stage)."""
         if self.plan.pp > 1:
             losses: list = []
             args = (self.inputs,) if self.first else ()
             kwargs = {"target": self.targets, "losses": losses} if self.last else {}
             self.schedule.step(*args, **kwargs)
-            loss = torch.stack([x.detach() for x in losses]).mean().item() if self.last else float("nan")
-        else:
-            model = self.wrapped[0]
-            m = self.plan.micro_batches
-            mb = self.plan.micro_batch
-            total = 0.0
-            for i in range(m):
-                sync = i == m - 1
-                ctx = model.no_sync() if (not sync and hasattr(model, "no_sync")) else _null()
-                if hasattr(model, "set_requires_gradient_sync"):
-                    model.set_requires_gradient_sync(sync)
-                with ctx, self._loss_ctx():
-                    x = self.inputs[i * mb:(i + 1) * mb]
-                    y = self.targets[i * mb:(i + 1) * mb]
-                    loss = loss_fn(model(x), y) / m
-                    loss.backward()
-                total += _full(loss.detach()).item()
-            loss = total
+            return torch.stack([x.detach() for x in losses]).mean().item() if self.last else float("nan")
+        return sum(self.micro_step(i) for i in range(self.plan.micro_batches))
+
+    def micro_step(self, i: int) -> float:
+        """Forward and backward of micro-batch ``i`` without a pipeline (pp = 1), its
+        gradients accumulated (data-parallel reduction on the last); returns its loss / m."""
+        model = self.wrapped[0]
+        m = self.plan.micro_batches
+        mb = self.plan.micro_batch
+        sync = i == m - 1
+        ctx = model.no_sync() if (not sync and hasattr(model, "no_sync")) else _null()
+        if hasattr(model, "set_requires_gradient_sync"):
+            model.set_requires_gradient_sync(sync)
+        with ctx, self._loss_ctx():
+            x = self.inputs[i * mb:(i + 1) * mb]
+            y = self.targets[i * mb:(i + 1) * mb]
+            loss = loss_fn(model(x), y) / m
+            loss.backward()
+        return _full(loss.detach()).item()
+
+    def update(self) -> None:
+        """The optimizer step on the accumulated gradients."""
         self._finalize_grads()
         self.optimizer.step()
-        return loss
 
     def _finalize_grads(self) -> None:
         """Reduce the pending (Partial) DTensor gradients before the optimizer, in one

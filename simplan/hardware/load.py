@@ -11,10 +11,11 @@ an entry in ``sources`` is a :class:`SimplanError` naming the file, the field an
 
 from __future__ import annotations
 
+
 import json
 import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -85,12 +86,14 @@ FIELDS: tuple[_Field, ...] = (
     _Field("software", "step_overhead_ms", "nonnegative", "step_overhead_s", _ms_to_s),
 )
 OPTIONAL_FIELDS: tuple[_Field, ...] = (
+    _Field("node", "busy_slowdown", "positive", "busy_slowdown"),
     _Field("node", "allgather_gbyte_per_s", "nonnegative", "allgather_bytes_per_s", gbyte_per_s_to_bytes_per_s),
     _Field("node", "allgather_latency_us", "nonnegative", "allgather_latency_s", us_to_s),
     _Field("node", "reducescatter_gbyte_per_s", "nonnegative", "reducescatter_bytes_per_s",
            gbyte_per_s_to_bytes_per_s),
     _Field("node", "reducescatter_latency_us", "nonnegative", "reducescatter_latency_s", us_to_s),
     _Field("software", "dtensor_op_overhead_us", "nonnegative", "dtensor_op_overhead_s", us_to_s),
+    _Field("software", "dtensor_update_overhead_us", "nonnegative", "dtensor_update_overhead_s", us_to_s),
     _Field("software", "fsdp_gather_overhead_us", "nonnegative", "fsdp_gather_overhead_s", us_to_s),
 )
 """Keys a profile may leave out (the dataclass default applies, 0); present, they need a source."""
@@ -312,8 +315,9 @@ def _from_si(f: _Field, value: Any) -> Any:
 
 
 def _written_optional(profile: HardwareProfile) -> tuple[_Field, ...]:
-    """Optional fields a file states: those with a source or a value off the default (0)."""
-    return tuple(f for f in OPTIONAL_FIELDS if profile.sources.get(f.path) or getattr(profile, f.attr) != 0)
+    """Optional fields a file states: those with a source or a value off the dataclass default."""
+    default = {fl.name: fl.default for fl in fields(HardwareProfile)}
+    return tuple(f for f in OPTIONAL_FIELDS if profile.sources.get(f.path) or getattr(profile, f.attr) != default[f.attr])
 
 
 def profile_to_yaml_dict(profile: HardwareProfile) -> dict:
@@ -344,6 +348,35 @@ def dump_hardware(profile: HardwareProfile, path: str | Path) -> None:
     load_hardware(str(path))
 
 
+BUSY_SCALED = ("kernel_overhead_s", "step_overhead_s", "dtensor_op_overhead_s", "dtensor_update_overhead_s",
+               "fsdp_gather_overhead_s")
+"""Host times of the compute core that ``busy_slowdown`` scales (with the two efficiencies)."""
+
+
+def _fewer_busy(profile: HardwareProfile, busy: int, sources: dict, where: str) -> dict[str, Any]:
+    """The compute figures of ``profile`` (measured with all its ``gpus_per_node`` devices
+    busy) for a node that runs ``busy`` of them: the slowdown against one device alone,
+    ``busy_slowdown`` with all n, is taken linear in the number busy (1 alone; exact for a
+    2-device host), and every compute time scales by slowdown(busy) / slowdown(n). An
+    efficiency that would pass 1 stays at 1."""
+    n, full = profile.gpus_per_node, profile.busy_slowdown
+    at_busy = 1.0 + (full - 1.0) * (busy - 1) / (n - 1)
+    scale = at_busy / full
+    note = (f"x{scale:.3f} in time: {busy} of the profile's {n} devices per node busy "
+            f"(node.busy_slowdown {full:.3f}; scenario override {where}.gpus_per_node)")
+    changes: dict[str, Any] = {"busy_slowdown": at_busy}
+    for name, key in (("matmul_efficiency", "gpu.matmul_efficiency"), ("memory_efficiency", "gpu.memory_efficiency")):
+        changes[name] = min(1.0, getattr(profile, name) / scale)
+        sources[key] = f"{sources.get(key, '')}; {note}"
+    for f in FIELDS + OPTIONAL_FIELDS:
+        if f.attr in BUSY_SCALED:
+            changes[f.attr] = getattr(profile, f.attr) * scale
+            if f.path in sources:
+                sources[f.path] = f"{sources[f.path]}; {note}"
+    sources["node.busy_slowdown"] = f"{sources.get('node.busy_slowdown', '')}; {note}"
+    return changes
+
+
 def apply_cluster_overrides(profile: HardwareProfile, *, gpus_per_node: int | None = None,
                             nic_gbit_per_s: float | None = None, nics_per_node: int | None = None,
                             where: str = "cluster") -> HardwareProfile:
@@ -354,6 +387,8 @@ def apply_cluster_overrides(profile: HardwareProfile, *, gpus_per_node: int | No
     if gpus_per_node is not None:
         changes["gpus_per_node"] = _check_number(gpus_per_node, "count", f"{where}.gpus_per_node")
         sources["node.gpus_per_node"] = f"scenario override ({where}.gpus_per_node)"
+        if changes["gpus_per_node"] < profile.gpus_per_node and profile.busy_slowdown != 1.0:
+            changes.update(_fewer_busy(profile, changes["gpus_per_node"], sources, where))
     if nics_per_node is not None:
         changes["nics_per_node"] = _check_number(nics_per_node, "count", f"{where}.nics_per_node")
         sources["network.nics_per_node"] = f"scenario override ({where}.nics_per_node)"

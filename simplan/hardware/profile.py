@@ -41,6 +41,12 @@ class HardwareProfile:
     intra_latency_s: float
     intra_efficiency: float
     """Fraction of ``intra_bytes_per_s`` collectives reach (NCCL bus bandwidth / link)."""
+    busy_slowdown: float = 1.0
+    """Compute time of a device while all ``gpus_per_node`` devices of its node compute,
+    over its time alone on the node. The cores of a CPU host share caches, memory bandwidth
+    and clock (``calibrate --local`` measures it); a GPU's kernels do not slow down with its
+    neighbours' (1). The compute figures of a profile are the busy ones; a cluster with
+    fewer devices per node rescales them (``simplan.hardware.load.apply_cluster_overrides``)."""
     allgather_latency_s: float = 0.0
     allgather_bytes_per_s: float = 0.0
     reducescatter_latency_s: float = 0.0
@@ -68,6 +74,10 @@ class HardwareProfile:
     dtensor_op_overhead_s: float = 0.0
     """Host time DTensor dispatch adds to each kernel of an op that tensor parallelism
     shards (sharding propagation, wrap and unwrap), on top of ``kernel_overhead_s``."""
+    dtensor_update_overhead_s: float = 0.0
+    """Host time DTensor adds to the optimizer step (gradient finalization, AdamW and
+    ``zero_grad`` over DTensor parameters), once per step, per kernel of the rank's
+    tensor-parallel-sharded ops (they and the DTensor parameters grow together)."""
     fsdp_gather_overhead_s: float = 0.0
     """Host time FSDP2 adds each time it gathers a unit's parameters (hooks, copy in and out),
     on the rank's compute core; measured by ``calibrate --local`` on a CPU host."""

@@ -37,7 +37,7 @@ from functools import lru_cache
 import numpy as np
 
 from simplan.cost import collectives as coll
-from simplan.cost.compute import layer_time, op_time_s, optimizer_time_s, shard_factor
+from simplan.cost.compute import dtensor_update_s, layer_time, op_time_s, optimizer_time_s, shard_factor
 from simplan.cost.memory import (ACTIVATION_SCALE, DDP_BUCKET_BYTES, layer_activation_bytes,
                                  model_state_bytes, params_per_gpu, schedule_order)
 from simplan.hardware.cluster import Cluster
@@ -51,7 +51,7 @@ from simplan.units import BYTES_PER_ELEMENT
 # Columns of the per-unit cost table (sums over the unit's layers, one micro-batch, one rank)
 COLUMNS = ("fwd", "bwd", "wgt", "rec_full", "rec_sel", "tpf_bytes", "tpf_n", "tpb_bytes", "tpb_n", "rtp_bytes",
            "rtp_n", "a2a_bytes", "a2a_n", "params_dense", "params_expert", "params_local", "act_none", "act_selective",
-           "act_full")
+           "act_full", "dtensor_update")
 _C = {name: i for i, name in enumerate(COLUMNS)}
 
 
@@ -157,6 +157,7 @@ class Estimator:
         dense, expert = params_per_gpu(layer, p)
         col[_C["params_dense"]], col[_C["params_expert"]] = dense, expert
         col[_C["params_local"]] = dense + expert
+        col[_C["dtensor_update"]] = dtensor_update_s((layer,), p, hw)
         for rc, plan_rc in variants.items():
             col[_C[f"act_{rc}"]] = layer_activation_bytes(layer, plan_rc)
         ex[1] = dense + expert  # the largest layer gathered by ZeRO-3 (memory._comm_buffer_bytes)
@@ -371,7 +372,7 @@ class Estimator:
                 ag_lat, ag_b = self.ring("allgather", self.span(plan, "dpcp"))
                 after = ag_lat + ag_b * float(s[_C["params_local"]].max()) * _grad_bytes(plan.precision)
         zero_shard = shard if plan.zero_stage >= 1 else 1
-        opt = optimizer_time_s(s[_C["params_local"]] / zero_shard, plan, self.hw)  # affine: works on arrays
+        opt = optimizer_time_s(s[_C["params_local"]] / zero_shard, plan, self.hw) + s[_C["dtensor_update"]]
         step = float((ends + exposed + opt).max()) + after + self.hw.step_overhead_s
         return step, t_max
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from simplan.cost import collectives as coll
-from simplan.cost.compute import layer_time, ops_time_s, optimizer_time_s, shard_factor
+from simplan.cost.compute import dtensor_update_s, layer_time, ops_time_s, optimizer_time_s, shard_factor
 from simplan.cost.memory import ACTIVATION_SCALE, activation_bytes_per_microbatch, params_per_gpu
 from simplan.hardware.cluster import Cluster
 from simplan.model.graph import RECOMPUTED_KINDS, LayerGraph
@@ -312,7 +312,8 @@ def lower(graph: LayerGraph, plan: Plan, cluster: Cluster, chunks=None) -> Progr
     for s in range(plan.pp):
         params = sum(p.params for p in programs if p.stage == s)
         shard = dp_size if plan.zero_stage >= 1 else 1
-        optimizer_s.append(optimizer_time_s(params / shard, plan, hw))
+        stage_layers = [layer for c, layers in enumerate(chunks) if c % plan.pp == s for layer in layers]
+        optimizer_s.append(optimizer_time_s(params / shard, plan, hw) + dtensor_update_s(stage_layers, plan, hw))
     norm_grads = [None] * plan.pp
     if _sequence_parallel(plan):
         for s in range(plan.pp):
