@@ -85,10 +85,15 @@ def _kernels(op: Op, backward: bool) -> float:
     return max(1.0, round(op.bwd_factor)) if backward else 1.0
 
 
+def op_kernels(op: Op) -> float:
+    """Forward + backward kernels charged for ``op``."""
+    return _kernels(op, False) + _kernels(op, True)
+
+
 def sharded_kernels(ops, plan: Plan) -> float:
     """Forward + backward kernels of the ops in ``ops`` that tensor parallelism shards under
     ``plan`` (those that run on DTensors in the torch executor)."""
-    return sum(_kernels(op, False) + _kernels(op, True) for op in ops if shard_factor(op.sharding, plan) > 1)
+    return sum(op_kernels(op) for op in ops if shard_factor(op.sharding, plan) > 1)
 
 
 def dtensor_update_s(layers, plan: Plan, hw: HardwareProfile) -> float:

@@ -255,10 +255,11 @@ def _small_spec(model_name: str):
 def _graph_kernels(spec, sharded_only: bool = False) -> int:
     """Forward + backward kernels the simulator charges for ``spec`` (``simplan.cost.compute``),
     all or only those of tensor-parallel-sharded ops (``sharding == "tp"``, no sequence parallelism)."""
+    from simplan.cost.compute import op_kernels
     from simplan.model import build_graph
 
-    return sum(1 + max(1, round(op.bwd_factor)) for layer in build_graph(spec).order for op in layer.ops
-               if not sharded_only or op.sharding == "tp")
+    return int(sum(op_kernels(op) for layer in build_graph(spec).order for op in layer.ops
+                   if not sharded_only or op.sharding == "tp"))
 
 
 def bench_framework(model_name: str, device: str = "cpu", dtype=None) -> dict:

@@ -11,7 +11,6 @@ an entry in ``sources`` is a :class:`SimplanError` naming the file, the field an
 
 from __future__ import annotations
 
-
 import json
 import math
 import re
@@ -96,7 +95,8 @@ OPTIONAL_FIELDS: tuple[_Field, ...] = (
     _Field("software", "dtensor_update_overhead_us", "nonnegative", "dtensor_update_overhead_s", us_to_s),
     _Field("software", "fsdp_gather_overhead_us", "nonnegative", "fsdp_gather_overhead_s", us_to_s),
 )
-"""Keys a profile may leave out (the dataclass default applies, 0); present, they need a source."""
+"""Keys a profile may leave out (the dataclass default applies: 0, or 1 for busy_slowdown);
+present, they need a source."""
 SECTIONS = ("gpu", "node", "network", "software")
 TOP_REQUIRED = ("name", *SECTIONS, "sources")
 TOP_OPTIONAL = ("description", "calibration")
@@ -316,8 +316,11 @@ def _from_si(f: _Field, value: Any) -> Any:
 
 def _written_optional(profile: HardwareProfile) -> tuple[_Field, ...]:
     """Optional fields a file states: those with a source or a value off the dataclass default."""
-    default = {fl.name: fl.default for fl in fields(HardwareProfile)}
-    return tuple(f for f in OPTIONAL_FIELDS if profile.sources.get(f.path) or getattr(profile, f.attr) != default[f.attr])
+    return tuple(f for f in OPTIONAL_FIELDS
+                 if profile.sources.get(f.path) or getattr(profile, f.attr) != _DEFAULTS[f.attr])
+
+
+_DEFAULTS = {fl.name: fl.default for fl in fields(HardwareProfile)}
 
 
 def profile_to_yaml_dict(profile: HardwareProfile) -> dict:
@@ -348,9 +351,10 @@ def dump_hardware(profile: HardwareProfile, path: str | Path) -> None:
     load_hardware(str(path))
 
 
+BUSY_RATES = ("matmul_efficiency", "memory_efficiency")
 BUSY_SCALED = ("kernel_overhead_s", "step_overhead_s", "dtensor_op_overhead_s", "dtensor_update_overhead_s",
                "fsdp_gather_overhead_s")
-"""Host times of the compute core that ``busy_slowdown`` scales (with the two efficiencies)."""
+"""The compute figures ``busy_slowdown`` rescales: rates (divided) and host times (multiplied)."""
 
 
 def _fewer_busy(profile: HardwareProfile, busy: int, sources: dict, where: str) -> dict[str, Any]:
@@ -365,15 +369,13 @@ def _fewer_busy(profile: HardwareProfile, busy: int, sources: dict, where: str) 
     note = (f"x{scale:.3f} in time: {busy} of the profile's {n} devices per node busy "
             f"(node.busy_slowdown {full:.3f}; scenario override {where}.gpus_per_node)")
     changes: dict[str, Any] = {"busy_slowdown": at_busy}
-    for name, key in (("matmul_efficiency", "gpu.matmul_efficiency"), ("memory_efficiency", "gpu.memory_efficiency")):
-        changes[name] = min(1.0, getattr(profile, name) / scale)
-        sources[key] = f"{sources.get(key, '')}; {note}"
     for f in FIELDS + OPTIONAL_FIELDS:
-        if f.attr in BUSY_SCALED:
+        if f.attr in BUSY_RATES:
+            changes[f.attr] = min(1.0, getattr(profile, f.attr) / scale)
+        elif f.attr in BUSY_SCALED:
             changes[f.attr] = getattr(profile, f.attr) * scale
-            if f.path in sources:
-                sources[f.path] = f"{sources[f.path]}; {note}"
-    sources["node.busy_slowdown"] = f"{sources.get('node.busy_slowdown', '')}; {note}"
+        if f.attr in changes and f.path in sources:
+            sources[f.path] = f"{sources[f.path]}; {note}"
     return changes
 
 

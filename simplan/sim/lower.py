@@ -308,17 +308,17 @@ def lower(graph: LayerGraph, plan: Plan, cluster: Cluster, chunks=None) -> Progr
         ))
     dp_size = plan.dp * plan.cp  # gradients are averaged over data- and context-parallel ranks
     dp_span = spans["dpcp"]
+    stage_layers = [[layer for c, layers in enumerate(chunks) if c % plan.pp == s for layer in layers]
+                    for s in range(plan.pp)]
     optimizer_s = []
     for s in range(plan.pp):
         params = sum(p.params for p in programs if p.stage == s)
         shard = dp_size if plan.zero_stage >= 1 else 1
-        stage_layers = [layer for c, layers in enumerate(chunks) if c % plan.pp == s for layer in layers]
-        optimizer_s.append(optimizer_time_s(params / shard, plan, hw) + dtensor_update_s(stage_layers, plan, hw))
+        optimizer_s.append(optimizer_time_s(params / shard, plan, hw) + dtensor_update_s(stage_layers[s], plan, hw))
     norm_grads = [None] * plan.pp
     if _sequence_parallel(plan):
         for s in range(plan.pp):
-            norm_bytes = sum(layer.norm_params for c, layers in enumerate(chunks) if c % plan.pp == s
-                             for layer in layers) * _grad_bytes(plan)
+            norm_bytes = sum(layer.norm_params for layer in stage_layers[s]) * _grad_bytes(plan)
             norm_grads[s] = _comm("tp", "allreduce", norm_bytes, spans["tp"], hw, algorithm="ring")
     bucket = DDP_BUCKET_BYTES
     # parameter server (Li et al. 2014, OSDI): one server per node behind one NIC; all
