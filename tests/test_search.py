@@ -43,7 +43,18 @@ def test_winner_is_explained_against_the_runner_up(result):
     why = result.why
     assert why["margin_s"] == pytest.approx(result.plans[1][1].step_time_s - result.plans[0][1].step_time_s)
     assert set(why["breakdown_s"]) >= {"compute"}
-    assert "wins by" in why["summary"]
+    if why["margin_s"] > 1e-12 * result.plans[1][1].step_time_s:
+        assert "wins by" in why["summary"]
+    else:  # equal step times: the plan needing less memory is ranked first and the summary says so
+        assert "ties with the runner-up" in why["summary"]
+        if result.plans[0][1].memory["peak_bytes_per_gpu"] < result.plans[1][1].memory["peak_bytes_per_gpu"]:
+            assert "ranked by memory per GPU" in why["summary"]
+
+
+def test_equal_step_times_rank_the_smaller_memory_first(result):
+    for (_, a), (_, b) in zip(result.plans, result.plans[1:]):
+        if a.step_time_s == b.step_time_s:
+            assert a.memory["peak_bytes_per_gpu"] <= b.memory["peak_bytes_per_gpu"]
 
 
 def test_pareto_front_is_not_dominated(result):

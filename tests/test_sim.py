@@ -190,6 +190,7 @@ def test_compute_is_conserved(plan):
     m = sc.plan.micro_batches
     expected = sum(m * (sum(s.compute_s for s in c.fwd) + sum(s.compute_s for s in c.bwd)
                         + sum(s.compute_s for s in c.wgrad)) for c in prog.chunks)
+    expected += sum(prog.grad_copy_s[u.stage] for u in e.units) if prog.grad_copy_s else 0.0
     got = sum(u.acc["compute"] for u in e.units)
     assert got == pytest.approx(expected, rel=1e-9)
     rec = sum(m * sum(s.compute_s for s in c.recompute) for c in prog.chunks)

@@ -202,3 +202,66 @@ def test_dtensor_update_overhead_is_charged_once_per_step_per_sharded_kernel_of_
         e0 = Estimator(base.graph, base.cluster).estimate(base.plan).step_time_s
         e1 = Estimator(extra.graph, extra.cluster).estimate(extra.plan).step_time_s
         assert e1 - e0 == pytest.approx(per_stage[0], rel=1e-6)
+
+
+def test_fsdp_copies_shards_in_the_gathered_units_out_and_the_gradients_into_the_reduce_scatter():
+    # FSDP2 (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py): per gather the rank's
+    # shard is copied into the all-gather input and the output into the unsharded parameters;
+    # per step each unit's gradients into the reduce-scatter input; all memory traffic
+    s = sc({"dp": 2, "zero_stage": 3, "micro_batch": 1})
+    plain = sc({"dp": 2, "micro_batch": 1})
+    hw = s.hardware
+    bw = hw.hbm_bytes_per_s * hw.memory_efficiency
+    p3, p0 = lower(s.graph, s.plan, s.cluster), lower(plain.graph, plain.plan, plain.cluster)
+    params_bytes = sum(st.param_bytes for st in p3.chunks[0].fwd)
+    for phase in ("fwd", "bwd"):
+        a, b = getattr(p3.chunks[0], phase), getattr(p0.chunks[0], phase)
+        n_gathers = sum(st.gather is not None for st in a)
+        added = sum(x.compute_s - y.compute_s for x, y in zip(a, b)) - n_gathers * hw.fsdp_gather_overhead_s
+        assert added == pytest.approx((2 / 2 + 2) * params_bytes / bw, rel=1e-9)
+    assert p3.grad_copy_s == pytest.approx((2 * params_bytes / bw,), rel=1e-9)
+    assert not any(p0.grad_copy_s)
+
+
+def test_fsdp_copies_cost_the_simulator_and_the_planners_estimate_the_same(monkeypatch):
+    import simplan.search.estimate as estimate_mod
+    import simplan.sim.lower as lower_mod
+
+    s = sc({"dp": 2, "zero_stage": 3, "micro_batch": 1})
+    sim0, est0 = simulate(s).step_time_s, Estimator(s.graph, s.cluster).estimate(s.plan).step_time_s
+    for mod in (lower_mod, estimate_mod):
+        monkeypatch.setattr(mod, "fsdp_gather_copy_s", lambda *a: 0.0)
+        monkeypatch.setattr(mod, "fsdp_reduce_copy_s", lambda *a: 0.0)
+    sim1, est1 = simulate(s).step_time_s, Estimator(s.graph, s.cluster).estimate(s.plan).step_time_s
+    assert sim0 - sim1 > 0
+    assert est0 - est1 == pytest.approx(sim0 - sim1, rel=1e-6)
+    # and FSDP2's host work per gather: every gather, in both
+    extra = with_hw(s, fsdp_gather_overhead_s=s.hardware.fsdp_gather_overhead_s + 1e-3)
+    n_gathers = sum(st.gather is not None for ch in lower(s.graph, s.plan, s.cluster).chunks for st in ch.fwd + ch.bwd)
+    est2 = Estimator(extra.graph, extra.cluster).estimate(extra.plan).step_time_s
+    assert est2 - est1 == pytest.approx(s.plan.micro_batches * n_gathers * 1e-3, rel=1e-6)
+
+
+def test_a_recomputed_forward_under_fsdp_gathers_nothing():
+    # FSDP2's pre-backward hook has unsharded the unit; the checkpoint's recomputed forward
+    # runs on those parameters (torch/distributed/fsdp/_fully_shard/_fsdp_state.py, _pre_forward)
+    s = sc({"dp": 2, "zero_stage": 3, "micro_batch": 1, "recompute": "full"})
+    prog = lower(s.graph, s.plan, s.cluster)
+    assert prog.chunks[0].recompute and all(st.gather is None for st in prog.chunks[0].recompute)
+    assert sum(st.gather is not None for st in prog.chunks[0].bwd) == sum(st.gather is not None
+                                                                           for st in prog.chunks[0].fwd)
+
+
+@pytest.mark.parametrize("helper", ["sp_regather_bytes", "norm_grad_bytes"])
+def test_sequence_parallel_regather_and_norm_gradients_cost_the_simulator_and_the_estimate_the_same(
+        monkeypatch, helper):
+    import simplan.search.estimate as estimate_mod
+    import simplan.sim.lower as lower_mod
+
+    s = sc({"tp": 2, "sequence_parallel": True})
+    sim0, est0 = simulate(s).step_time_s, Estimator(s.graph, s.cluster).estimate(s.plan).step_time_s
+    for mod in (lower_mod, estimate_mod):
+        monkeypatch.setattr(mod, helper, lambda *a: 0.0)
+    sim1, est1 = simulate(s).step_time_s, Estimator(s.graph, s.cluster).estimate(s.plan).step_time_s
+    assert sim0 - sim1 > 0
+    assert est0 - est1 == pytest.approx(sim0 - sim1, rel=1e-6)

@@ -64,7 +64,7 @@ def op_time_s(op: Op, plan: Plan, hw: HardwareProfile, backward: bool = False) -
     weight_split = shard_factor(op.sharding, plan)
     bytes_ = work * (op.act_bytes * per_rank_samples * _act_scale(plan) + op.weight_bytes / weight_split
                      * BYTES_PER_ELEMENT[plan.precision] / ACT_BYTES_16BIT)
-    memory_s = bytes_ / (hw.hbm_bytes_per_s * hw.memory_efficiency)
+    memory_s = memory_time_s(bytes_, hw)
     if op.kind == "elementwise" or op.flops == 0:
         return memory_s + kernels * launch_gap_s(op, plan, hw)
     flops = work * op.flops * per_rank_samples
@@ -129,4 +129,28 @@ def optimizer_time_s(params_local: float, plan: Plan, hw: HardwareProfile) -> fl
     weights (Rajbhandari et al. 2020, ZeRO, Section 3.1: 16 bytes of state per parameter)."""
     grad_bytes = BYTES_PER_ELEMENT[plan.precision] if plan.precision != "fp8" else 2
     bytes_per_param = 3 * 4 + grad_bytes + 3 * 4 + grad_bytes
-    return params_local * bytes_per_param / (hw.hbm_bytes_per_s * hw.memory_efficiency) + hw.kernel_overhead_s
+    return memory_time_s(params_local * bytes_per_param, hw) + hw.kernel_overhead_s
+
+
+def memory_time_s(nbytes: float, hw: HardwareProfile) -> float:
+    """Time to move ``nbytes`` (read plus write) through device memory at the rate
+    memory-bound kernels reach (the roofline's memory term)."""
+    return nbytes / (hw.hbm_bytes_per_s * hw.memory_efficiency)
+
+
+def fsdp_gather_copy_s(unit_bytes: float, shards: int, hw: HardwareProfile) -> float:
+    """Copies around one FSDP2 all-gather of a unit of ``unit_bytes`` unsharded parameter
+    bytes over ``shards`` ranks: the rank's shard into the all-gather input (read and write
+    unit/shards) and the gathered output into the unsharded parameters (read and write the
+    unit). PyTorch FSDP2, torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py:
+    ``foreach_all_gather`` (``all_gather_copy_in``) and ``foreach_all_gather_copy_out``
+    (``split_with_sizes_copy``)."""
+    return memory_time_s(2.0 * unit_bytes / shards + 2.0 * unit_bytes, hw)
+
+
+def fsdp_reduce_copy_s(unit_bytes: float, hw: HardwareProfile) -> float:
+    """The copy before one FSDP2 reduce-scatter of a unit's gradients: its unsharded
+    gradients into the reduce-scatter input (read and write the unit). PyTorch FSDP2,
+    torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py: ``foreach_reduce``
+    (``foreach_reduce_scatter_copy_in``, ``chunk_cat``)."""
+    return memory_time_s(2.0 * unit_bytes, hw)

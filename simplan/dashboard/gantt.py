@@ -21,6 +21,7 @@ import re
 
 import pandas as pd
 
+from simplan.sim.engine import GRADIENT_COPY
 from simplan.sim.trace import TRACKS
 
 PHASES = {"F": "forward", "B": "backward", "I": "backward (input)", "W": "backward (weights)",
@@ -63,6 +64,8 @@ def _kind(e: dict) -> tuple[str, int | None, int | None] | None:
         return PHASES[m.group(1)], int(m.group(2)), int(m.group(3))
     if e["name"] == "optimizer":
         return "optimizer", None, None
+    if e["name"] == GRADIENT_COPY:  # FSDP2's post-backward copy into the reduce-scatter input
+        return "backward", None, None
     raise ValueError(f"trace: unexpected compute event {e['name']!r}")
 
 

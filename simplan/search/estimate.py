@@ -19,8 +19,10 @@ and replaces the event simulation by closed forms:
 * data parallelism: gradient buckets reduced during the last backward (exposed: what
   the last micro-batch's backward cannot hide, at least the last bucket), or all after
   the backward when ``dp_overlap`` is off; ZeRO-1/2 all-gather after the optimizer;
-  ZeRO-3 gathers each layer while the previous one computes; the parameter server moves
-  every gradient byte through the servers' NICs;
+  ZeRO-3 gathers each layer while the previous one computes (on a host fabric every
+  gather is exposed), with FSDP2's host work and copies around each gather and its copy
+  of the gradients into the reduce-scatter inputs (``simplan.cost.compute``); the
+  parameter server moves every gradient byte through the servers' NICs;
 * the optimizer step of each stage, and the first stage finishing last (its last backward
   follows every other stage's).
 
@@ -37,7 +39,8 @@ from functools import lru_cache
 import numpy as np
 
 from simplan.cost import collectives as coll
-from simplan.cost.compute import dtensor_update_s, layer_time, op_time_s, optimizer_time_s, shard_factor
+from simplan.cost.compute import (dtensor_update_s, fsdp_gather_copy_s, fsdp_reduce_copy_s, layer_time, op_time_s,
+                                  optimizer_time_s, shard_factor)
 from simplan.cost.memory import (ACTIVATION_SCALE, DDP_BUCKET_BYTES, layer_activation_bytes,
                                  model_state_bytes, params_per_gpu, schedule_order)
 from simplan.hardware.cluster import Cluster
@@ -45,13 +48,13 @@ from simplan.model.graph import RECOMPUTED_KINDS, LayerGraph
 from simplan.plan.partition import units as graph_units
 from simplan.plan.placement import GroupSpan, group_span
 from simplan.plan.plan import Plan
-from simplan.sim.lower import collective_phases, link_rates, tp_allreduce_sizes
+from simplan.sim.lower import collective_phases, link_rates, norm_grad_bytes, sp_regather_bytes, tp_allreduce_sizes
 from simplan.units import BYTES_PER_ELEMENT
 
 # Columns of the per-unit cost table (sums over the unit's layers, one micro-batch, one rank)
 COLUMNS = ("fwd", "bwd", "wgt", "rec_full", "rec_sel", "tpf_bytes", "tpf_n", "tpb_bytes", "tpb_n", "rtp_bytes",
            "rtp_n", "a2a_bytes", "a2a_n", "params_dense", "params_expert", "params_local", "act_none", "act_selective",
-           "act_full", "dtensor_update")
+           "act_full", "dtensor_update", "units", "regather_bytes", "regather_n", "norm_bytes")
 _C = {name: i for i, name in enumerate(COLUMNS)}
 
 
@@ -130,6 +133,7 @@ class Estimator:
                 extras[1, u] = max(extras[1, u], ex[1])
                 extras[2:, u] += ex[2:]
                 extras[0, u] += ex[0]
+            rows[_C["units"], u] = 1.0
         prefix = np.concatenate((np.zeros((len(COLUMNS), 1)), np.cumsum(rows, axis=1)), axis=1)
         return prefix, extras
 
@@ -158,6 +162,9 @@ class Estimator:
         col[_C["params_dense"]], col[_C["params_expert"]] = dense, expert
         col[_C["params_local"]] = dense + expert
         col[_C["dtensor_update"]] = dtensor_update_s((layer,), p, hw)
+        regather = sp_regather_bytes(layer, p)
+        col[_C["regather_bytes"]], col[_C["regather_n"]] = regather, float(regather > 0)
+        col[_C["norm_bytes"]] = norm_grad_bytes((layer,), p)
         for rc, plan_rc in variants.items():
             col[_C[f"act_{rc}"]] = layer_activation_bytes(layer, plan_rc)
         ex[1] = dense + expert  # the largest layer gathered by ZeRO-3 (memory._comm_buffer_bytes)
@@ -330,6 +337,20 @@ class Estimator:
             bwd = bwd + s[_C["rec_full"]] + tp_lat * s[_C["rtp_n"]] + tp_b * s[_C["rtp_bytes"]]
         elif plan.recompute == "selective":
             bwd = bwd + s[_C["rec_sel"]]
+        if plan.sequence_parallel and plan.tp > 1:
+            # the saved sequence shards all-gathered again in backward (sim.lower): blocking on
+            # a host fabric, behind the backward's compute elsewhere
+            ag_lat, ag_b = self.ring("allgather", self.span(plan, "tp"))
+            regather = ag_lat * s[_C["regather_n"]] + ag_b * s[_C["regather_bytes"]]
+            bwd = bwd + (regather if self.hw.fabric == "host" else np.maximum(regather - s[_C["bwd"]], 0.0))
+        zero3 = plan.zero_stage == 3 and plan.dp * plan.cp > 1
+        if zero3:
+            # FSDP2's host work and copies around each unit's gather, before its forward and
+            # before its backward (sim.lower)
+            unit_bytes = s[_C["params_local"]] * _grad_bytes(plan.precision)
+            gather = (s[_C["units"]] * self.hw.fsdp_gather_overhead_s
+                      + fsdp_gather_copy_s(unit_bytes, plan.dp * plan.cp, self.hw))
+            fwd, bwd = fwd + gather, bwd + gather
         if plan.ep > 1:
             ep_lat, ep_b = self.ring("alltoall", self.span(plan, "ep"))
             a2a = ep_lat * s[_C["a2a_n"]] + ep_b * s[_C["a2a_bytes"]]
@@ -349,8 +370,8 @@ class Estimator:
             pipe = m * t_max + (pp - 1) * float(np.maximum(fwd + bwd - wgt, 0.0).mean())
         else:
             pipe = (m - 1) * t_max + total
-        if plan.zero_stage == 3 and plan.dp * plan.cp > 1:
-            pipe += m * self._zero3_exposed(plan, recompute=plan.recompute == "full")
+        if zero3:
+            pipe += m * self._zero3_exposed(plan)
         if pp > 1:
             pipe += (m * v + 2 * (pp - 1)) * self._send_s(plan)
         # the last backward reaches stage s after every later stage's: stage 0 ends last
@@ -373,6 +394,11 @@ class Estimator:
                 after = ag_lat + ag_b * float(s[_C["params_local"]].max()) * _grad_bytes(plan.precision)
         zero_shard = shard if plan.zero_stage >= 1 else 1
         opt = optimizer_time_s(s[_C["params_local"]] / zero_shard, plan, self.hw) + s[_C["dtensor_update"]]
+        if plan.sequence_parallel and plan.tp > 1:  # the norms' gradients all-reduced over tp (sim.lower)
+            ar_lat, ar_b = self.ring("allreduce", self.span(plan, "tp"))
+            opt = opt + np.where(s[_C["norm_bytes"]] > 0, ar_lat + ar_b * s[_C["norm_bytes"]], 0.0)
+        if zero3:  # FSDP2 copies the gradients into the reduce-scatter inputs (sim.lower)
+            opt = opt + fsdp_reduce_copy_s(s[_C["params_local"]] * _grad_bytes(plan.precision), self.hw)
         step = float((ends + exposed + opt).max()) + after + self.hw.step_overhead_s
         return step, t_max
 
@@ -400,18 +426,21 @@ class Estimator:
         b = np.asarray(bounds)
         return (prefix[b[1:]] - prefix[b[:-1]]).reshape(plan.virtual_stages, plan.pp).sum(axis=0)
 
-    def _zero3_exposed(self, plan: Plan, recompute: bool) -> float:
+    def _zero3_exposed(self, plan: Plan) -> float:
         """Per micro-batch, gather time not hidden behind the previous unit's compute (FSDP
-        prefetches one layer ahead), forward and backward (and the recomputed forward)."""
+        prefetches one layer ahead; a host fabric gathers on the compute core, every gather
+        exposed), forward and backward (a recomputed forward gathers nothing: sim.lower)."""
         prefix, extras = self.table(plan)
         lat, per_byte = self.ring("allgather", self.span(plan, "dpcp"))
         params = np.diff(prefix[_C["params_local"]])
         gather = lat + per_byte * params * _grad_bytes(plan.precision)
         fwd = np.diff(prefix[_C["fwd"]])
         bwd = np.diff(prefix[_C["bwd"]])
+        if self.hw.fabric == "host":
+            return float(2.0 * gather.sum())
         exposed_f = gather[0] + np.maximum(gather[1:] - fwd[:-1], 0.0).sum()
         exposed_b = gather[-1] + np.maximum(gather[:-1] - bwd[1:], 0.0).sum()
-        return float(exposed_f * (2 if recompute else 1) + exposed_b)
+        return float(exposed_f + exposed_b)
 
     # ------------------------------------------------------------------ both
     def estimate(self, plan: Plan, bounds: tuple[int, ...] | None = None) -> Estimate:

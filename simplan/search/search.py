@@ -261,7 +261,9 @@ def search(model: ModelSpec, cluster: Cluster, global_batch: int, *, constraints
         if len(chosen) == top_k:
             break
     results = _map(_simulate_task, [(candidates[i], partition[i]) for i in chosen], workers, progress, "simulate")
-    ranked = sorted(zip(chosen, results), key=lambda x: (x[1].step_time_s, plan_key(candidates[x[0]])))
+    # equal step times: the plan needing less memory per GPU first, then the plan's fields
+    ranked = sorted(zip(chosen, results), key=lambda x: (x[1].step_time_s, x[1].memory["peak_bytes_per_gpu"],
+                                                         plan_key(candidates[x[0]])))
 
     plans = [(replace(base, plan=_with_partition(candidates[i], partition[i])), r) for i, r in ranked]
     sizes_out, uniform_out = [], []
@@ -359,7 +361,7 @@ def explain(plans: list[tuple[Scenario, StepResult]]) -> dict:
                 "plan_differences": differs, "breakdown_s": diff,
                 "summary": "ties with the runner-up (" + ", ".join(
                     f"{k} {v['runner_up']}->{v['winner']}" for k, v in differs.items()) + "): the simulator sees no "
-                           "difference; ranked by the plan's fields"}
+                           "difference in step time; " + _tie_break(r1, r2)}
     gains = sorted(diff.items(), key=lambda kv: kv[1]["delta_s"])
     wins = [f"{k} {-v['delta_s']:.3g} s less" for k, v in gains if v["delta_s"] < -1e-9][:3]
     losses = [f"{k} {v['delta_s']:.3g} s more" for k, v in reversed(gains) if v["delta_s"] > 1e-9][:2]
@@ -368,6 +370,14 @@ def explain(plans: list[tuple[Scenario, StepResult]]) -> dict:
                + "; ".join(wins + losses))
     return {"winner_step_time_s": r1.step_time_s, "runner_up_step_time_s": r2.step_time_s, "margin_s": margin,
             "plan_differences": differs, "breakdown_s": diff, "summary": summary}
+
+
+def _tie_break(winner: StepResult, runner_up: StepResult) -> str:
+    """How two plans of equal step time were ordered (search's ranking key)."""
+    m1, m2 = winner.memory["peak_bytes_per_gpu"], runner_up.memory["peak_bytes_per_gpu"]
+    if m1 < m2:
+        return f"ranked by memory per GPU ({m1 / 2**30:.2f} GiB against {m2 / 2**30:.2f} GiB)"
+    return "ranked by the plan's fields"
 
 
 def _no_fit_message(model: ModelSpec, cluster: Cluster, global_batch: int, candidates: list[Plan],

@@ -25,6 +25,10 @@ from simplan.sim.network import Link, Network
 from simplan.sim.schedules import stage_actions
 
 
+GRADIENT_COPY = "gradient copy-in"
+"""Trace name of ZeRO-3's per-step copy of the gradients into the reduce-scatter inputs."""
+
+
 class CountingEnvironment(simpy.Environment):
     """A SimPy environment that counts scheduled events (the ``events`` of a result)."""
 
@@ -146,6 +150,12 @@ class Engine:
                 yield from self._steps(u, c.wgrad, "compute", f"W{a.microbatch}.c{a.chunk}",
                                        buckets=last and self.overlap_dp)
                 self._memory(u, -c.act_bytes)
+        if self.p.grad_copy_s and self.p.grad_copy_s[u.stage] > 0:
+            t0 = env.now
+            copy = self._time(u, self.p.grad_copy_s[u.stage])
+            yield env.timeout(copy)
+            self._record(u, GRADIENT_COPY, "compute", t0, copy)
+            u.acc["compute"] += copy
         # data-parallel synchronization, then the optimizer step
         t0 = env.now
         if not self.overlap_dp and self.p.dp_comm is not None:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from simplan.cost import collectives as coll
-from simplan.cost.compute import dtensor_update_s, layer_time, ops_time_s, optimizer_time_s, shard_factor
+from simplan.cost.compute import (dtensor_update_s, fsdp_gather_copy_s, fsdp_reduce_copy_s, layer_time, ops_time_s,
+                                  optimizer_time_s, shard_factor)
 from simplan.cost.memory import ACTIVATION_SCALE, activation_bytes_per_microbatch, params_per_gpu
 from simplan.hardware.cluster import Cluster
 from simplan.model.graph import RECOMPUTED_KINDS, LayerGraph
@@ -110,6 +111,9 @@ class Program:
     norm_grad_allreduce: tuple[Comm | None, ...] = ()
     """Per stage, sequence parallelism's all-reduce of the norms' gradients over the tp
     group before the optimizer step (``Layer.norm_params``), None without it (empty: none anywhere)."""
+    grad_copy_s: tuple[float, ...] = ()
+    """ZeRO-3 (FSDP2): per stage, the time to copy its gradients into the reduce-scatter
+    inputs, once per step before the gradients are reduced (empty: none)."""
 
 
 def _comm(name: str, kind: str, size_bytes: float, span, hw, algorithm: str | None = None) -> Comm | None:
@@ -182,6 +186,16 @@ def sp_regather_bytes(layer: Layer, plan: Plan) -> float:
     return _tp_main_bytes(layer, plan, backward=True) if _sequence_parallel(plan) else 0.0
 
 
+def norm_grad_bytes(layers, plan: Plan) -> float:
+    """Bytes of the norms' gradients of ``layers`` that sequence parallelism all-reduces over
+    the tp group once per step, before the optimizer (each rank saw only its sequence
+    shard: Megatron-LM's allreduce_layernorm_grads, Korthikanti et al. 2022, Section 4.2.2);
+    0 without sequence parallelism."""
+    if not _sequence_parallel(plan):
+        return 0.0
+    return sum(layer.norm_params for layer in layers) * _grad_bytes(plan)
+
+
 def tp_allreduce_sizes(layer: Layer, plan: Plan, backward: bool) -> tuple[float, ...]:
     """Bytes of each of :func:`tp_collectives` counted as an all-reduce (sequence
     parallelism's pair as the one all-reduce of the same ring volume): what the planner's
@@ -189,8 +203,10 @@ def tp_allreduce_sizes(layer: Layer, plan: Plan, backward: bool) -> tuple[float,
     return tuple(nbytes for _, nbytes in tp_collectives(layer, plan, backward, split_sp=False))
 
 
-def _steps(layers: tuple[Layer, ...], plan: Plan, hw, spans, backward: bool, part: str = "all") -> tuple[Step, ...]:
-    """``part``: "all", "input" (zero-bubble B: everything but weight gradients) or "weight"."""
+def _steps(layers: tuple[Layer, ...], plan: Plan, hw, spans, backward: bool, part: str = "all",
+           gathers: bool = True) -> tuple[Step, ...]:
+    """``part``: "all", "input" (zero-bubble B: everything but weight gradients) or "weight";
+    ``gathers``: whether ZeRO-3 gathers each unit's parameters before it."""
     out = []
     act = max(BYTES_PER_ELEMENT[plan.precision], 2) / 2
     # FSDP gathers a unit's parameters at the unit's first layer in the pass's order
@@ -242,13 +258,15 @@ def _steps(layers: tuple[Layer, ...], plan: Plan, hw, spans, backward: bool, par
             grad = _local_params(layer, plan) * _grad_bytes(plan)
         param_bytes = _local_params(layer, plan) * _grad_bytes(plan)
         gather = None
-        if plan.zero_stage == 3 and part != "weight" and layer.name in unit_bytes:
+        if plan.zero_stage == 3 and gathers and part != "weight" and layer.name in unit_bytes:
             # FSDP all-gathers a unit's parameters before its forward and its backward
             # (Zhao et al. 2023, "PyTorch FSDP", Section 3.2), one unit per transformer layer
             # (attention and MLP together, as torchtitan's apply_fsdp wraps each block)
             gather = _comm("zero", "allgather", unit_bytes[layer.name], spans["dpcp"], hw, algorithm="ring")
             if gather is not None:
-                compute += hw.fsdp_gather_overhead_s  # FSDP2's host work for the gather
+                # FSDP2's host work for the gather, and its copies in and out
+                compute += hw.fsdp_gather_overhead_s + fsdp_gather_copy_s(unit_bytes[layer.name],
+                                                                          plan.dp * plan.cp, hw)
         out.append(Step(layer.name, compute, tuple(comms), tuple(overlapped), grad, param_bytes, gather))
     return tuple(out)
 
@@ -259,8 +277,11 @@ def _recompute_steps(layers: tuple[Layer, ...], plan: Plan, hw, spans) -> tuple[
     recomputed = tuple(layer for layer in layers if layer.kind in RECOMPUTED_KINDS)
     if plan.recompute == "full":
         # the forward of each checkpointed layer runs again before its backward
-        # (Korthikanti et al. 2022, Section 2; Chen et al. 2016)
-        return _steps(recomputed, plan, hw, spans, backward=False)
+        # (Korthikanti et al. 2022, Section 2; Chen et al. 2016); under FSDP2 the unit's
+        # parameters are already gathered by its pre-backward hook, so the recomputed forward
+        # gathers nothing (torch/distributed/fsdp/_fully_shard/_fsdp_state.py, _pre_forward:
+        # "the pre-backward hook is responsible for the unshard")
+        return _steps(recomputed, plan, hw, spans, backward=False, gathers=False)
     # selective: only the attention core (Korthikanti et al. 2022, Section 4.2.1)
     return tuple(Step(layer.name, ops_time_s((op for op in layer.ops if op.kind == "attention"), plan, hw))
                  for layer in recomputed if any(op.kind == "attention" for op in layer.ops))
@@ -315,11 +336,16 @@ def lower(graph: LayerGraph, plan: Plan, cluster: Cluster, chunks=None) -> Progr
         params = sum(p.params for p in programs if p.stage == s)
         shard = dp_size if plan.zero_stage >= 1 else 1
         optimizer_s.append(optimizer_time_s(params / shard, plan, hw) + dtensor_update_s(stage_layers[s], plan, hw))
+    grad_copy_s = [0.0] * plan.pp
+    if plan.zero_stage == 3 and dp_size > 1:
+        # FSDP2 copies each unit's gradients into its reduce-scatter input
+        grad_copy_s = [fsdp_reduce_copy_s(sum(p.grad_bytes for p in programs if p.stage == s), hw)
+                       for s in range(plan.pp)]
     norm_grads = [None] * plan.pp
     if _sequence_parallel(plan):
         for s in range(plan.pp):
-            norm_bytes = sum(layer.norm_params for layer in stage_layers[s]) * _grad_bytes(plan)
-            norm_grads[s] = _comm("tp", "allreduce", norm_bytes, spans["tp"], hw, algorithm="ring")
+            norm_grads[s] = _comm("tp", "allreduce", norm_grad_bytes(stage_layers[s], plan), spans["tp"], hw,
+                                  algorithm="ring")
     bucket = DDP_BUCKET_BYTES
     # parameter server (Li et al. 2014, OSDI): one server per node behind one NIC; all
     # workers of the cluster push gradients to and pull weights from the servers, so a
@@ -346,7 +372,8 @@ def lower(graph: LayerGraph, plan: Plan, cluster: Cluster, chunks=None) -> Progr
                         or (dp_size > 1 and dp_span.nodes == 1) or spans["tp"].nodes > 1)
     return Program(
         plan=plan, chunks=tuple(programs), optimizer_s=tuple(optimizer_s), dp_comm=dp_comm, bucket_bytes=bucket,
-        dp_after_optimizer=after_opt, norm_grad_allreduce=tuple(norm_grads), zero3=plan.zero_stage == 3, stage_node=stage_node,
+        dp_after_optimizer=after_opt, norm_grad_allreduce=tuple(norm_grads), grad_copy_s=tuple(grad_copy_s),
+        zero3=plan.zero_stage == 3, stage_node=stage_node,
         intra_latency_s=hw.intra_latency_s, inter_latency_s=hw.inter_latency_s,
         intra_bytes_per_s=intra, inter_bytes_per_s=inter, ps_bytes_per_s=ps_bw,
         exclusive_links=not others_on_fabric, step_overhead_s=hw.step_overhead_s,
