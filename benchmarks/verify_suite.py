@@ -3,6 +3,7 @@ executor (gloo, 2 ranks, one thread per rank) against the simulator.
 
     python benchmarks/verify_suite.py [--hardware hardware_profiles/local.yaml] [--steps 20] [--warmup 5] [--rounds 3]
     python benchmarks/verify_suite.py --calibrate-each-round [--rounds 3] [--steps 10] [--warmup 3]
+    python benchmarks/verify_suite.py --pool run1.json run2.json ...   (earlier runs' --json)
 
 Run `simplan calibrate --local --out hardware_profiles/local.yaml` first on a quiet host:
 the step times are wall-clock and another process on the cores distorts them. Prints the
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from simplan.execute.launch import RunOptions
 from simplan.execute.calibrate_local import calibrate_local
-from simplan.execute.verify import combine_rounds, format_table, summarize, verify
+from simplan.execute.verify import combine_rounds, format_table, split_rounds, summarize, verify
 
 SUITE = sorted((Path(__file__).resolve().parents[1] / "examples" / "verify").glob("*.yaml"))
 LOSS_TOLERANCE = 1e-5
@@ -38,7 +39,12 @@ def main() -> int:
                         help="run calibrate --local before each round and simulate that round under it "
                              "(instead of --hardware)")
     parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
+    parser.add_argument("--pool", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="run nothing: combine the rounds of earlier runs' --json summaries (the median "
+                             "over all their rounds per plan) and print that table and each round's figures")
     args = parser.parse_args()
+    if args.pool:
+        return pool(args.pool)
     opts = RunOptions(steps=args.steps, warmup=args.warmup)
 
     def progress(row: dict) -> None:
@@ -64,6 +70,17 @@ def main() -> int:
     print(f"first-step loss identical across plans (tolerance {LOSS_TOLERANCE:g}): {'yes' if same else 'NO'}")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+def pool(paths: list[Path]) -> int:
+    rounds = [r for path in paths for r in split_rounds(json.loads(path.read_text())["rows"])]
+    for k, rows in enumerate(rounds):
+        s = summarize(rows)
+        print(f"round {k}: MAPE {100 * s['mape']:.1f}%  max |err| {100 * s['max_abs_step_time_error']:.1f}%  "
+              f"Kendall tau {s['kendall_tau']:.3f}")
+    print(f"pooled over {len(rounds)} rounds of {len(paths)} runs:")
+    print(format_table(summarize(combine_rounds(rounds))))
     return 0
 
 

@@ -76,3 +76,20 @@ def test_rounds_calibrated_apart_combine_to_the_medians_of_prediction_and_measur
     assert rows["b"]["predicted_step_time_per_round_s"] == [5.0, 6.0, 7.0]
     assert rows["b"]["measured_step_time_per_launch_s"] == [4.0, 5.0, 4.5]
     assert v.summarize(list(rows.values()))["mape"] == pytest.approx((0.2 + 1.5 / 4.5) / 2, rel=1e-12)
+
+
+def test_rounds_of_several_runs_pool_into_the_medians_over_all_their_rounds():
+    def row(name, predicted, measured):
+        return {"scenario": name, "predicted_step_time_s": predicted, "measured_step_time_s": measured,
+                "step_time_error": (predicted - measured) / measured, "activation_error": 0.0,
+                "first_step_loss": 1.0}
+
+    # two runs from different checkouts (the same scenario files under other directories)
+    run1 = v.combine_rounds([[row("/x/a.yaml", 1.0, 2.0)], [row("/x/a.yaml", 3.0, 2.5)]])
+    run2 = v.combine_rounds([[row("/y/a.yaml", 2.0, 3.0)], [row("/y/a.yaml", 4.0, 3.5)], [row("/y/a.yaml", 5.0, 1.0)]])
+    rounds = v.split_rounds(run1) + v.split_rounds(run2)
+    assert [[r["predicted_step_time_s"] for r in rs] for rs in rounds] == [[1.0], [3.0], [2.0], [4.0], [5.0]]
+    assert rounds[4][0]["step_time_error"] == pytest.approx(4.0, rel=1e-12)
+    (pooled,) = v.combine_rounds(rounds)
+    assert pooled["scenario"] == "a.yaml"
+    assert (pooled["predicted_step_time_s"], pooled["measured_step_time_s"]) == (3.0, 2.5)

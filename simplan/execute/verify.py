@@ -151,6 +151,22 @@ def combine_rounds(rounds: list[list[dict]]) -> list[dict]:
     return out
 
 
+def split_rounds(rows: list[dict]) -> list[list[dict]]:
+    """The rounds :func:`combine_rounds` combined, back as one list of rows per round (each
+    row with that round's predicted and measured step time), scenarios keyed by file name
+    so that rounds run from different checkouts combine again: to pool several suite runs."""
+    rounds: list[list[dict]] = []
+    for row in rows:
+        predicted = row.get("predicted_step_time_per_round_s", [row["predicted_step_time_s"]])
+        measured = row.get("measured_step_time_per_launch_s", [row["measured_step_time_s"]])
+        for k, (pred, meas) in enumerate(zip(predicted, measured)):
+            if k == len(rounds):
+                rounds.append([])
+            rounds[k].append({**row, "scenario": Path(row["scenario"]).name, "predicted_step_time_s": pred,
+                              "measured_step_time_s": meas, "step_time_error": _rel(pred, meas)})
+    return rounds
+
+
 def format_table(summary: dict) -> str:
     lines = [f"{'scenario':<44} {'pred s':>9} {'meas s':>9} {'err':>7} {'pred act':>10} {'meas act':>10} "
              f"{'err':>7} {'loss0':>9}"]
