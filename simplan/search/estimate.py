@@ -48,12 +48,12 @@ from simplan.model.graph import RECOMPUTED_KINDS, LayerGraph
 from simplan.plan.partition import units as graph_units
 from simplan.plan.placement import GroupSpan, group_span
 from simplan.plan.plan import Plan
-from simplan.sim.lower import collective_phases, link_rates, norm_grad_bytes, sp_regather_bytes, tp_allreduce_sizes
+from simplan.sim.lower import collective_phases, link_rates, norm_grad_bytes, sp_regather_bytes, tp_collectives
 from simplan.units import BYTES_PER_ELEMENT
 
 # Columns of the per-unit cost table (sums over the unit's layers, one micro-batch, one rank)
 COLUMNS = ("fwd", "bwd", "wgt", "rec_full", "rec_sel", "tpf_bytes", "tpf_n", "tpb_bytes", "tpb_n", "rtp_bytes",
-           "rtp_n", "a2a_bytes", "a2a_n", "params_dense", "params_expert", "params_local", "act_none", "act_selective",
+           "rtp_n", "tpf_sp_bytes", "tpf_sp_n", "tpb_sp_bytes", "tpb_sp_n", "rtp_sp_bytes", "rtp_sp_n", "a2a_bytes", "a2a_n", "params_dense", "params_expert", "params_local", "act_none", "act_selective",
            "act_full", "dtensor_update", "units", "regather_bytes", "regather_n", "norm_bytes")
 _C = {name: i for i, name in enumerate(COLUMNS)}
 
@@ -145,17 +145,23 @@ class Estimator:
         col[_C["fwd"]] = t.fwd_s
         col[_C["bwd"]] = t.bwd_s
         col[_C["wgt"]] = sum(op_time_s(op, p, hw) for op in layer.ops if op.weight_bytes > 0)
-        tpf = tp_allreduce_sizes(layer, p, backward=False)
-        tpb = tp_allreduce_sizes(layer, p, backward=True)
-        col[_C["tpf_bytes"]], col[_C["tpf_n"]] = sum(tpf), len(tpf)
-        col[_C["tpb_bytes"]], col[_C["tpb_n"]] = sum(tpb), len(tpb)
+        # tensor-parallel all-reduces, and sequence parallelism's reduce-scatter + all-gather
+        # pairs counted by their reduce-scatter (the same bytes: sim.lower.tp_collectives)
+        tp = {}
+        for name, backward in (("tpf", False), ("tpb", True)):
+            colls = tp_collectives(layer, p, backward)
+            for suffix, kind in (("", "allreduce"), ("_sp", "reducescatter")):
+                sizes = [nbytes for k, nbytes in colls if k == kind]
+                tp[f"{name}{suffix}"] = (sum(sizes), len(sizes))
+                col[_C[f"{name}{suffix}_bytes"]], col[_C[f"{name}{suffix}_n"]] = tp[f"{name}{suffix}"]
         if layer.a2a_bytes and p.ep > 1:
             a2a = layer.a2a_bytes * p.micro_batch / p.cp / shard_factor("sp", p) * act
             col[_C["a2a_bytes"]], col[_C["a2a_n"]] = 2 * a2a, 2  # dispatch and combine
         if layer.kind in RECOMPUTED_KINDS:
             col[_C["rec_full"]] = t.fwd_s
             col[_C["rec_sel"]] = sum(op_time_s(op, p, hw) for op in layer.ops if op.kind == "attention")
-            col[_C["rtp_bytes"]], col[_C["rtp_n"]] = sum(tpf), len(tpf)
+            col[_C["rtp_bytes"]], col[_C["rtp_n"]] = tp["tpf"]
+            col[_C["rtp_sp_bytes"]], col[_C["rtp_sp_n"]] = tp["tpf_sp"]
             # full recomputation holds one checkpointed unit's full activations (memory.recompute_working_bytes)
             ex[0] = layer_activation_bytes(layer, variants["none"])
         dense, expert = params_per_gpu(layer, p)
@@ -330,11 +336,10 @@ class Estimator:
         """(step time, slowest stage's time per micro-batch) in seconds."""
         pp, v, m = plan.pp, plan.virtual_stages, plan.micro_batches
         s = self.stage_sums(plan, bounds)
-        tp_lat, tp_b = self.ring("allreduce", self.span(plan, "tp"))
-        fwd = s[_C["fwd"]] + tp_lat * s[_C["tpf_n"]] + tp_b * s[_C["tpf_bytes"]]
-        bwd = s[_C["bwd"]] + tp_lat * s[_C["tpb_n"]] + tp_b * s[_C["tpb_bytes"]]
+        fwd = s[_C["fwd"]] + self._tp_s(plan, s, "tpf")
+        bwd = s[_C["bwd"]] + self._tp_s(plan, s, "tpb")
         if plan.recompute == "full":
-            bwd = bwd + s[_C["rec_full"]] + tp_lat * s[_C["rtp_n"]] + tp_b * s[_C["rtp_bytes"]]
+            bwd = bwd + s[_C["rec_full"]] + self._tp_s(plan, s, "rtp")
         elif plan.recompute == "selective":
             bwd = bwd + s[_C["rec_sel"]]
         if plan.sequence_parallel and plan.tp > 1:
@@ -402,6 +407,19 @@ class Estimator:
         step = float((ends + exposed + opt).max()) + after + self.hw.step_overhead_s
         return step, t_max
 
+    def _tp_s(self, plan: Plan, cols: np.ndarray, name: str) -> np.ndarray:
+        """Time of the tensor-parallel collectives of columns ``name`` ("tpf", "tpb", "rtp")
+        of ``cols``: the all-reduces, and each reduce-scatter + all-gather pair of sequence
+        parallelism at those collectives' own rates (measured apart on a host profile)."""
+        span = self.span(plan, "tp")
+        lat, per_byte = self.ring("allreduce", span)
+        out = lat * cols[_C[f"{name}_n"]] + per_byte * cols[_C[f"{name}_bytes"]]
+        if plan.sequence_parallel and plan.tp > 1:
+            rs_lat, rs_b = self.ring("reducescatter", span)
+            ag_lat, ag_b = self.ring("allgather", span)
+            out = out + (rs_lat + ag_lat) * cols[_C[f"{name}_sp_n"]] + (rs_b + ag_b) * cols[_C[f"{name}_sp_bytes"]]
+        return out
+
     def _send_s(self, plan: Plan) -> float:
         """One pipeline send (Megatron-LM's scatter/gather: 1/t of the activation per rank)."""
         act = max(BYTES_PER_ELEMENT[plan.precision], 2) / 2
@@ -456,11 +474,9 @@ class Estimator:
         what the balanced partition evens out."""
         prefix, _ = self.table(plan)
         d = np.diff(prefix, axis=1)
-        tp_lat, tp_b = self.ring("allreduce", self.span(plan, "tp"))
-        cost = d[_C["fwd"]] + d[_C["bwd"]] + tp_lat * (d[_C["tpf_n"]] + d[_C["tpb_n"]]) \
-            + tp_b * (d[_C["tpf_bytes"]] + d[_C["tpb_bytes"]])
+        cost = d[_C["fwd"]] + d[_C["bwd"]] + self._tp_s(plan, d, "tpf") + self._tp_s(plan, d, "tpb")
         if plan.recompute == "full":
-            cost = cost + d[_C["rec_full"]] + tp_lat * d[_C["rtp_n"]] + tp_b * d[_C["rtp_bytes"]]
+            cost = cost + d[_C["rec_full"]] + self._tp_s(plan, d, "rtp")
         elif plan.recompute == "selective":
             cost = cost + d[_C["rec_sel"]]
         return cost

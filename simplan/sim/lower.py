@@ -196,13 +196,6 @@ def norm_grad_bytes(layers, plan: Plan) -> float:
     return sum(layer.norm_params for layer in layers) * _grad_bytes(plan)
 
 
-def tp_allreduce_sizes(layer: Layer, plan: Plan, backward: bool) -> tuple[float, ...]:
-    """Bytes of each of :func:`tp_collectives` counted as an all-reduce (sequence
-    parallelism's pair as the one all-reduce of the same ring volume): what the planner's
-    estimate charges."""
-    return tuple(nbytes for _, nbytes in tp_collectives(layer, plan, backward, split_sp=False))
-
-
 def _steps(layers: tuple[Layer, ...], plan: Plan, hw, spans, backward: bool, part: str = "all",
            gathers: bool = True) -> tuple[Step, ...]:
     """``part``: "all", "input" (zero-bubble B: everything but weight gradients) or "weight";
