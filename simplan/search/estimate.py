@@ -48,13 +48,15 @@ from simplan.model.graph import RECOMPUTED_KINDS, LayerGraph
 from simplan.plan.partition import units as graph_units
 from simplan.plan.placement import GroupSpan, group_span
 from simplan.plan.plan import Plan
-from simplan.sim.lower import collective_phases, link_rates, norm_grad_bytes, sp_regather_bytes, tp_collectives
+from simplan.sim.lower import (collective_phases, link_rates, norm_grad_bytes, sequence_parallel_on, sp_regather_bytes,
+                               tp_collectives)
 from simplan.units import BYTES_PER_ELEMENT
 
 # Columns of the per-unit cost table (sums over the unit's layers, one micro-batch, one rank)
 COLUMNS = ("fwd", "bwd", "wgt", "rec_full", "rec_sel", "tpf_bytes", "tpf_n", "tpb_bytes", "tpb_n", "rtp_bytes",
-           "rtp_n", "tpf_sp_bytes", "tpf_sp_n", "tpb_sp_bytes", "tpb_sp_n", "rtp_sp_bytes", "rtp_sp_n", "a2a_bytes", "a2a_n", "params_dense", "params_expert", "params_local", "act_none", "act_selective",
-           "act_full", "dtensor_update", "units", "regather_bytes", "regather_n", "norm_bytes")
+           "rtp_n", "tpf_sp_bytes", "tpf_sp_n", "tpb_sp_bytes", "tpb_sp_n", "rtp_sp_bytes", "rtp_sp_n", "a2a_bytes",
+           "a2a_n", "params_dense", "params_expert", "params_local", "act_none", "act_selective", "act_full",
+           "dtensor_update", "units", "regather_bytes", "regather_n", "norm_bytes")
 _C = {name: i for i, name in enumerate(COLUMNS)}
 
 
@@ -336,13 +338,14 @@ class Estimator:
         """(step time, slowest stage's time per micro-batch) in seconds."""
         pp, v, m = plan.pp, plan.virtual_stages, plan.micro_batches
         s = self.stage_sums(plan, bounds)
+        grads = s[_C["params_local"]] * _grad_bytes(plan.precision)  # also the unsharded parameter bytes
         fwd = s[_C["fwd"]] + self._tp_s(plan, s, "tpf")
         bwd = s[_C["bwd"]] + self._tp_s(plan, s, "tpb")
         if plan.recompute == "full":
             bwd = bwd + s[_C["rec_full"]] + self._tp_s(plan, s, "rtp")
         elif plan.recompute == "selective":
             bwd = bwd + s[_C["rec_sel"]]
-        if plan.sequence_parallel and plan.tp > 1:
+        if sequence_parallel_on(plan):
             # the saved sequence shards all-gathered again in backward (sim.lower): blocking on
             # a host fabric, behind the backward's compute elsewhere
             ag_lat, ag_b = self.ring("allgather", self.span(plan, "tp"))
@@ -352,9 +355,8 @@ class Estimator:
         if zero3:
             # FSDP2's host work and copies around each unit's gather, before its forward and
             # before its backward (sim.lower)
-            unit_bytes = s[_C["params_local"]] * _grad_bytes(plan.precision)
             gather = (s[_C["units"]] * self.hw.fsdp_gather_overhead_s
-                      + fsdp_gather_copy_s(unit_bytes, plan.dp * plan.cp, self.hw))
+                      + fsdp_gather_copy_s(grads, plan.dp * plan.cp, self.hw))
             fwd, bwd = fwd + gather, bwd + gather
         if plan.ep > 1:
             ep_lat, ep_b = self.ring("alltoall", self.span(plan, "ep"))
@@ -382,7 +384,6 @@ class Estimator:
         # the last backward reaches stage s after every later stage's: stage 0 ends last
         last_bwd = bwd + wgt
         ends = pipe - np.concatenate(([0.0], np.cumsum(last_bwd[:-1]) / v))
-        grads = s[_C["params_local"]] * _grad_bytes(plan.precision)
         shard = plan.dp * plan.cp
         exposed = np.zeros(pp)
         after = 0.0
@@ -396,14 +397,14 @@ class Estimator:
                 exposed = dp_total
             if plan.zero_stage in (1, 2):
                 ag_lat, ag_b = self.ring("allgather", self.span(plan, "dpcp"))
-                after = ag_lat + ag_b * float(s[_C["params_local"]].max()) * _grad_bytes(plan.precision)
+                after = ag_lat + ag_b * float(grads.max())
         zero_shard = shard if plan.zero_stage >= 1 else 1
         opt = optimizer_time_s(s[_C["params_local"]] / zero_shard, plan, self.hw) + s[_C["dtensor_update"]]
-        if plan.sequence_parallel and plan.tp > 1:  # the norms' gradients all-reduced over tp (sim.lower)
+        if sequence_parallel_on(plan):  # the norms' gradients all-reduced over tp (sim.lower)
             ar_lat, ar_b = self.ring("allreduce", self.span(plan, "tp"))
             opt = opt + np.where(s[_C["norm_bytes"]] > 0, ar_lat + ar_b * s[_C["norm_bytes"]], 0.0)
         if zero3:  # FSDP2 copies the gradients into the reduce-scatter inputs (sim.lower)
-            opt = opt + fsdp_reduce_copy_s(s[_C["params_local"]] * _grad_bytes(plan.precision), self.hw)
+            opt = opt + fsdp_reduce_copy_s(grads, self.hw)
         step = float((ends + exposed + opt).max()) + after + self.hw.step_overhead_s
         return step, t_max
 
@@ -414,7 +415,7 @@ class Estimator:
         span = self.span(plan, "tp")
         lat, per_byte = self.ring("allreduce", span)
         out = lat * cols[_C[f"{name}_n"]] + per_byte * cols[_C[f"{name}_bytes"]]
-        if plan.sequence_parallel and plan.tp > 1:
+        if sequence_parallel_on(plan):
             rs_lat, rs_b = self.ring("reducescatter", span)
             ag_lat, ag_b = self.ring("allgather", span)
             out = out + (rs_lat + ag_lat) * cols[_C[f"{name}_sp_n"]] + (rs_b + ag_b) * cols[_C[f"{name}_sp_bytes"]]
@@ -510,5 +511,6 @@ def sizes_from_bounds(bounds) -> tuple[int, ...]:
 def _layer_key(layer) -> tuple:
     """Everything of a layer its costs depend on (its name aside)."""
     return (layer.kind, layer.ops, layer.params, layer.params_sharding, tuple(sorted(layer.act_saved_bytes.items())),
-            layer.act_core_bytes, layer.act_fp32_bytes, layer.input_bytes, layer.output_bytes, layer.tp_fwd_allreduce_bytes,
-            layer.tp_bwd_allreduce_bytes, layer.tp_fwd_fp32_allreduces, layer.cp_kv_bytes, layer.a2a_bytes, layer.experts, layer.expert_params)
+            layer.act_core_bytes, layer.act_fp32_bytes, layer.input_bytes, layer.output_bytes,
+            layer.tp_fwd_allreduce_bytes, layer.tp_bwd_allreduce_bytes, layer.tp_fwd_fp32_allreduces, layer.cp_kv_bytes,
+            layer.a2a_bytes, layer.experts, layer.expert_params, layer.norm_params)

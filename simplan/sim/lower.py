@@ -158,7 +158,7 @@ def tp_collectives(layer: Layer, plan: Plan, backward: bool, split_sp: bool = Tr
     main = _tp_main_bytes(layer, plan, backward)
     out: list[tuple[str, float]] = []
     if main > 0:
-        sp = _sequence_parallel(plan) and split_sp
+        sp = sequence_parallel_on(plan) and split_sp
         out += [("reducescatter", main), ("allgather", main)] if sp else [("allreduce", main)]
     if not backward:
         per_microbatch = plan.micro_batch / plan.cp
@@ -172,7 +172,8 @@ def _tp_main_bytes(layer: Layer, plan: Plan, backward: bool) -> float:
     return main * plan.micro_batch / plan.cp * ACTIVATION_SCALE[plan.precision]
 
 
-def _sequence_parallel(plan: Plan) -> bool:
+def sequence_parallel_on(plan: Plan) -> bool:
+    """Sequence parallelism in effect: asked for, and tensor parallelism to split over."""
     return plan.sequence_parallel and plan.tp > 1
 
 
@@ -183,7 +184,7 @@ def sp_regather_bytes(layer: Layer, plan: Plan) -> float:
     LinearWithGradAccumulationAndAsyncCommunication): the layers whose input gradient is
     reduced across tp (``tp_bwd_allreduce_bytes``, the blocks and the head); 0 without
     sequence parallelism."""
-    return _tp_main_bytes(layer, plan, backward=True) if _sequence_parallel(plan) else 0.0
+    return _tp_main_bytes(layer, plan, backward=True) if sequence_parallel_on(plan) else 0.0
 
 
 def norm_grad_bytes(layers, plan: Plan) -> float:
@@ -191,7 +192,7 @@ def norm_grad_bytes(layers, plan: Plan) -> float:
     the tp group once per step, before the optimizer (each rank saw only its sequence
     shard: Megatron-LM's allreduce_layernorm_grads, Korthikanti et al. 2022, Section 4.2.2);
     0 without sequence parallelism."""
-    if not _sequence_parallel(plan):
+    if not sequence_parallel_on(plan):
         return 0.0
     return sum(layer.norm_params for layer in layers) * _grad_bytes(plan)
 
@@ -335,7 +336,7 @@ def lower(graph: LayerGraph, plan: Plan, cluster: Cluster, chunks=None) -> Progr
         grad_copy_s = [fsdp_reduce_copy_s(sum(p.grad_bytes for p in programs if p.stage == s), hw)
                        for s in range(plan.pp)]
     norm_grads = [None] * plan.pp
-    if _sequence_parallel(plan):
+    if sequence_parallel_on(plan):
         for s in range(plan.pp):
             norm_grads[s] = _comm("tp", "allreduce", norm_grad_bytes(stage_layers[s], plan), spans["tp"], hw,
                                   algorithm="ring")
@@ -360,7 +361,7 @@ def lower(graph: LayerGraph, plan: Plan, cluster: Cluster, chunks=None) -> Progr
             after_opt = _comm("zero", "allgather", params_bytes, dp_span, hw, algorithm="ring")
     stage_node = tuple(rank_of(plan, pp=s) // cluster.gpus_per_node for s in range(plan.pp))
     boundaries = [stage_node[s] == stage_node[(s + 1) % plan.pp] for s in range(plan.pp) if plan.pp > 1]
-    sp_overlapped = _sequence_parallel(plan) and hw.fabric != "host"
+    sp_overlapped = sequence_parallel_on(plan) and hw.fabric != "host"
     others_on_fabric = (plan.cp > 1 or plan.ep > 1 or plan.zero_stage == 3 or any(boundaries) or sp_overlapped
                         or (dp_size > 1 and dp_span.nodes == 1) or spans["tp"].nodes > 1)
     return Program(
