@@ -193,7 +193,14 @@ def test_unknown_device_is_a_user_error(capsys, tmp_path):
 
 def test_cpu_calibration_writes_a_profile_the_simulator_loads(tmp_path):
     out = tmp_path / "local.yaml"
-    calibration = cal.calibrate_local(out, log=lambda _: None)
+    try:
+        calibration = cal.calibrate_local(out, log=lambda _: None)
+    except SimplanError as e:
+        # a shared 2-core machine can be too noisy for one collective's line fit (the
+        # calibration then refuses, as it should); measure once more before failing
+        if "the host is too busy to measure" not in str(e):
+            raise
+        calibration = cal.calibrate_local(out, log=lambda _: None)
     p = load_hardware(str(out))
     assert p.name == "local" and p.fabric == "host" and set(p.peak_flops_per_s) == {"fp32"}
     assert p.dtensor_op_overhead_s > 0 and "fake 2-rank process group" in p.sources["software.dtensor_op_overhead_us"]
