@@ -29,6 +29,7 @@ app: $(BIN)/simplan
 
 accuracy: $(BIN)/simplan
 	$(BIN)/python benchmarks/accuracy.py
+	$(BIN)/python benchmarks/accuracy_published.py
 
 bench: $(BIN)/simplan
 	$(BIN)/python benchmarks/engine_speed.py

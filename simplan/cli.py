@@ -114,6 +114,9 @@ def _print_result(name: str, r: dict) -> None:
     table.add_column("quantity")
     table.add_column("value", justify="right")
     table.add_row("step time", f"{r['step_time_s']:.4g} s")
+    if r.get("step_time_band_s"):
+        lo, hi = r["step_time_band_s"]
+        table.add_row("  expected range", f"{lo:.4g} - {hi:.4g} s (published runs, held out by source, p10-p90)")
     table.add_row("throughput", f"{r['tokens_per_s']:,.0f} tokens/s, {r['samples_per_s']:,.4g} samples/s")
     table.add_row("model TFLOP/s per GPU", f"{r['model_tflops_per_gpu']:.4g} (MFU {100 * r['mfu']:.1f}%)")
     table.add_row("hardware TFLOP/s per GPU", f"{r['hardware_tflops_per_gpu']:.4g}")
@@ -332,8 +335,8 @@ def verify(
 @app.command()
 def calibrate(
     local: bool = typer.Option(False, "--local", help="Microbenchmark this host (torch, gloo)."),
-    from_runs: list[Path] = typer.Option([], "--from-runs", help="Fit a profile to measured runs (CSV; repeatable: "
-                                                                 "half of each file's rows fitted)."),
+    from_runs: list[Path] = typer.Option([], "--from-runs", help="Fit a profile to measured runs (vTrain CSV, repeatable: "
+                                                                 "half of each file's rows fitted; or one published_runs.yaml)."),
     hardware_profile: Optional[str] = typer.Option(None, "--hardware",
                                                    help="With --from-runs: the profile whose parameters are fitted."),
     param: list[str] = typer.Option([], "--param", help="With --from-runs: a parameter to fit (repeatable; "

@@ -8,7 +8,7 @@ default filled in), which loads again into an equal ``Scenario``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -18,11 +18,13 @@ from simplan.hardware.cluster import Cluster, load_cluster
 from simplan.hardware.load import load_hardware
 from simplan.hardware.profile import HardwareProfile
 from simplan.model import LayerGraph, ModelSpec, build_graph, load_model
+from simplan.plan.framework import framework_defaults
 from simplan.plan.plan import Plan, load_plan
 from simplan.plan.validate import problems as plan_problems
 from simplan.units import GIGA, gbit_per_s_to_bytes_per_s
 
 SECTIONS = ("model", "hardware", "cluster", "plan")
+OPTIONAL_SECTIONS = ("framework",)
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class Scenario:
     plan: Plan
     hardware_ref: str
     """The profile as the scenario names it: a name in hardware_profiles/, or a resolved path."""
+    framework: str = "generic"
+    """The framework whose defaults filled the plan's unset fields (simplan.plan.framework)."""
 
     @property
     def hardware(self) -> HardwareProfile:
@@ -108,8 +112,9 @@ def _load(source: str | Path | dict, where: str | None, check: bool) -> Scenario
     if not isinstance(data, dict):
         raise SimplanError(f"{label}: expected a mapping with sections {', '.join(SECTIONS)}, "
                            f"got {type(data).__name__}")
-    unknown = sorted(str(k) for k in data if k not in SECTIONS)
-    require(not unknown, f"{label}: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    unknown = sorted(str(k) for k in data if k not in SECTIONS + OPTIONAL_SECTIONS)
+    require(not unknown, f"{label}: unknown section(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(SECTIONS + OPTIONAL_SECTIONS)}")
     missing = [k for k in SECTIONS if k not in data]
     require(not missing, f"{label}: missing section(s) {', '.join(missing)}")
     for key in ("model", "cluster", "plan"):
@@ -117,7 +122,9 @@ def _load(source: str | Path | dict, where: str | None, check: bool) -> Scenario
             bad = sorted(repr(k) for k in data[key] if not isinstance(k, str))
             require(not bad, f"{label}: {key}: field names must be strings, got {', '.join(bad)}")
 
-    model = load_model(data["model"], where=f"{label}: model")
+    precision = data["plan"].get("precision") if isinstance(data["plan"], dict) else None
+    model = load_model(data["model"], where=f"{label}: model",
+                       precision=precision if isinstance(precision, str) else None)
     ref = _hardware_ref(data["hardware"], base, label)
     try:
         profile = load_hardware(ref)
@@ -131,7 +138,13 @@ def _load(source: str | Path | dict, where: str | None, check: bool) -> Scenario
     except SimplanError as e:
         raise SimplanError(f"{label}: {e}") from None
     plan = load_plan(data["plan"], gpus=cluster.gpus, where=f"{label}: plan")
-    scenario = Scenario(model=model, cluster=cluster, plan=plan, hardware_ref=ref)
+    framework = data.get("framework", "generic")
+    require(isinstance(framework, str), f"{label}: framework: expected a name, got {framework!r}")
+    preset = framework_defaults(framework, data["plan"], plan.tp, plan.dp, plan.cp, plan.precision,
+                                where=f"{label}: framework")
+    if preset:
+        plan = replace(plan, **preset)
+    scenario = Scenario(model=model, cluster=cluster, plan=plan, hardware_ref=ref, framework=framework)
     if check:
         found = scenario_problems(scenario)
         if found:
@@ -181,4 +194,5 @@ def scenario_to_dict(s: Scenario) -> dict:
         "cluster": {"nodes": s.cluster.nodes, "gpus_per_node": s.cluster.gpus_per_node,
                     "nics_per_node": s.hardware.nics_per_node, "nic_gbit_per_s": _nic_gbit_per_s(s.hardware)},
         "plan": s.plan.to_dict(),
+        "framework": s.framework,
     }

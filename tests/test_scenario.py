@@ -58,8 +58,8 @@ def test_normalized_scenario_reloads_equal(path, tmp_path):
 
 def test_normalized_scenario_fills_every_default():
     d = scenario_to_dict(load_scenario(GPT3))
-    assert set(d) == {"model", "hardware", "cluster", "plan"}
-    assert d["hardware"] == "a100-sxm-80gb"
+    assert set(d) == {"model", "hardware", "cluster", "plan", "framework"}
+    assert d["hardware"] == "a100-sxm-80gb" and d["framework"] == "generic"
     assert d["cluster"] == {"nodes": 128, "gpus_per_node": 8, "nics_per_node": 8, "nic_gbit_per_s": 200}
     assert d["plan"]["cp"] == 1 and d["plan"]["zero_stage"] == 0 and d["plan"]["sequence_parallel"] is False
     assert d["model"]["kv_heads"] == 96 and d["model"]["ffn_hidden"] == 4 * 12288

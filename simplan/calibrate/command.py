@@ -34,6 +34,13 @@ def calibrate_from_runs(csv_paths, hardware: str, out: str | Path, *,
         csv_paths = [csv_paths]
     paths = [Path(p) for p in csv_paths]
     require(paths, "--from-runs: give at least one measured-runs CSV")
+    published = [p for p in paths if p.suffix in (".yaml", ".yml")]
+    if published:
+        require(len(paths) == 1, "--from-runs: give one published-runs YAML file alone, not with other files")
+        from simplan.calibrate.published_fit import calibrate_from_published
+
+        return calibrate_from_published(paths[0], hardware, out, parameters=parameters, processes=processes,
+                                        log=log)
     out = Path(out)
     require(out.suffix in (".yaml", ".yml", ".json"), f"--out: a profile file must end in .yaml, .yml or .json, got {out}")
     runs, fitted_rows, held_out, files = [], [], [], {}

@@ -48,6 +48,8 @@ FREE_PARAMETERS: dict[str, FreeParameter] = {
     "matmul_efficiency": FreeParameter("matmul_efficiency", "gpu.matmul_efficiency", 0.05, 1.0),
     "matmul_half_flops": FreeParameter("matmul_half_flops", "gpu.matmul_half_gflop", 0.0, 50e9, 1e9, "GFLOP"),
     "memory_efficiency": FreeParameter("memory_efficiency", "gpu.memory_efficiency", 0.05, 1.0),
+    "attention_efficiency": FreeParameter("attention_efficiency", "gpu.attention_efficiency", 0.05, 1.0),
+    "fp8_matmul_efficiency": FreeParameter("fp8_matmul_efficiency", "gpu.fp8_matmul_efficiency", 0.05, 1.0),
     "kernel_overhead_s": FreeParameter("kernel_overhead_s", "gpu.kernel_overhead_us", 0.0, 500e-6, 1e-6, "us"),
     "intra_efficiency": FreeParameter("intra_efficiency", "node.intra_efficiency", 0.02, 1.0),
     "intra_latency_s": FreeParameter("intra_latency_s", "node.intra_latency_us", 0.0, 200e-6, 1e-6, "us"),
@@ -137,7 +139,8 @@ class FitResult:
 def fit_profile(runs: list[MeasuredRun], profile: HardwareProfile,
                 parameters: tuple[str, ...] = SINGLE_NODE_PARAMETERS, *, fitted_rows: list[int] | None = None,
                 held_out_rows: list[int] | None = None, processes: int = 2, max_iterations: int = 12, coarse_rounds: int = 2,
-                predictor: Predictor | None = None, log=None) -> FitResult:
+                predictor: Predictor | None = None, log=None,
+                bounds: dict[str, tuple[float, float]] | None = None) -> FitResult:
     """Fit ``parameters`` of ``profile`` on ``fitted_rows`` of ``runs`` (default: the
     first half of :func:`split_rows`) and predict every row with the result.
 
@@ -146,6 +149,7 @@ def fit_profile(runs: list[MeasuredRun], profile: HardwareProfile,
     fitted rows per parameter, plus one).
     ``predictor``: a ready :class:`Predictor` over ``runs`` (saves starting a pool).
     ``log``: a callable taking one progress line (e.g. ``print`` to stderr).
+    ``bounds``: narrower (lower, upper) of some parameters than FREE_PARAMETERS' own.
     """
     require(len(parameters) > 0, "calibrate: no parameters to fit")
     unknown = [p for p in parameters if p not in FREE_PARAMETERS]
@@ -161,8 +165,9 @@ def fit_profile(runs: list[MeasuredRun], profile: HardwareProfile,
     require(not overlap, f"calibrate: {len(overlap)} row(s) are both fitted and held out")
     wall0 = time.perf_counter()
     specs = [FREE_PARAMETERS[p] for p in parameters]
-    lo = np.array([s.lower for s in specs])
-    hi = np.array([s.upper for s in specs])
+    bounds = bounds or {}
+    lo = np.array([bounds.get(p, (s.lower, s.upper))[0] for p, s in zip(parameters, specs)])
+    hi = np.array([bounds.get(p, (s.lower, s.upper))[1] for p, s in zip(parameters, specs)])
     initial = {p: float(getattr(profile, s.attr)) for p, s in zip(parameters, specs)}
     x0 = np.array([initial[p] for p in parameters])
     outside = [f"{p}={initial[p]:g}" for p, a, b in zip(parameters, lo, hi) if not a <= initial[p] <= b]

@@ -44,6 +44,12 @@ def _simulate(args: tuple[HardwareProfile, list[int]]) -> list[float]:
     return _step_times([_SCENARIOS[i] for i in indices], profile)
 
 
+def _cost(scenario: dict) -> float:
+    """Rough simulation cost of a scenario: layers x micro-batches per pipeline."""
+    m, p = scenario["model"], scenario["plan"]
+    return m.get("layers", 1) * p["global_batch"] / max(1, p.get("dp", 1) * p.get("micro_batch", 1))
+
+
 class Predictor:
     """``predictor(profile)`` -> predicted step time (s) of every run, in order.
 
@@ -51,7 +57,8 @@ class Predictor:
 
     def __init__(self, runs: list[MeasuredRun], processes: int = 1, hardware_ref: str = "a100-sxm-80gb"):
         self.runs = list(runs)
-        dicts = [run_scenario(r, hardware_ref) for r in self.runs]
+        # a published run carries its own scenario (simplan.calibrate.published); a CSV row is rebuilt
+        dicts = [r.scenario if hasattr(r, "scenario") else run_scenario(r, hardware_ref) for r in self.runs]
         self.processes = max(1, min(processes, len(self.runs)))
         self._pool = None
         if self.processes > 1:
@@ -66,7 +73,7 @@ class Predictor:
             self._scenarios = [load_scenario(d, where=f"run {i}") for i, d in enumerate(dicts)]
         # long rows first so the pool's last tasks are short (the big multi-node rows
         # take ~100x longer than the small single-node ones)
-        cost = [r.layers * r.global_batch / max(1, r.dp * r.micro_batch) for r in self.runs]
+        cost = [_cost(d) for d in dicts]
         self._order = sorted(range(len(self.runs)), key=lambda i: -cost[i])
 
     def __call__(self, profile: HardwareProfile, rows: list[int] | None = None) -> np.ndarray:

@@ -64,12 +64,65 @@ def op_time_s(op: Op, plan: Plan, hw: HardwareProfile, backward: bool = False) -
     weight_split = shard_factor(op.sharding, plan)
     bytes_ = work * (op.act_bytes * per_rank_samples * _act_scale(plan) + op.weight_bytes / weight_split
                      * BYTES_PER_ELEMENT[plan.precision] / ACT_BYTES_16BIT)
+    if runs_fp8(op, plan):
+        bytes_ += fp8_cast_bytes(op, backward) * per_rank_samples
     memory_s = memory_time_s(bytes_, hw)
     if op.kind == "elementwise" or op.flops == 0:
         return memory_s + kernels * launch_gap_s(op, plan, hw)
     flops = work * op.flops * per_rank_samples
-    math_s = (flops + kernels * hw.matmul_half_flops) / (hw.peak(plan.precision) * hw.matmul_efficiency)
+    if op.kind == "attention" and op.fused:
+        math_s = fused_attention_s(op, flops, plan, hw)
+    else:
+        peak, efficiency = matmul_rate(op, plan, hw)
+        math_s = (flops + kernels * hw.matmul_half_flops) / (peak * efficiency)
     return max(math_s, memory_s) + kernels * launch_gap_s(op, plan, hw)
+
+
+def runs_fp8(op: Op, plan: Plan) -> bool:
+    """Whether ``op`` is an fp8 matmul under ``plan`` (``Op.fp8``)."""
+    return plan.precision == "fp8" and op.kind == "matmul" and op.fp8
+
+
+def matmul_rate(op: Op, plan: Plan, hw: HardwareProfile) -> tuple[float, float]:
+    """(peak FLOP/s, achievable fraction) of a matmul: fp8 ones at the fp8 peak and its own
+    efficiency (large fp8 GEMMs reach a smaller fraction of their peak than bf16 ones: on
+    H200, 73% against 80%, S. Bekman, ml-engineering, maximum achievable matmul FLOPS
+    tables); every other matmul of an fp8 plan at the 16-bit peak."""
+    if runs_fp8(op, plan):
+        return hw.peak("fp8"), hw.fp8_matmul_efficiency or hw.matmul_efficiency
+    return hw.peak_16bit(plan.precision), hw.matmul_efficiency
+
+
+def fused_attention_s(op: Op, flops: float, plan: Plan, hw: HardwareProfile) -> float:
+    """Time of a fused attention kernel doing ``flops`` (the non-causal count): a causal
+    mask halves the work (FlashAttention-2, Dao 2023, Section 4.1), and the kernel runs at
+    ``attention_efficiency`` of the 16-bit peak, less on short sequences per rank:
+    efficiency x s / (s + attention_half_seq) (FlashAttention-3, Shah et al. 2024, Fig. 5-7:
+    throughput rises with sequence length at fixed tokens). An fp8 plan keeps attention in
+    16 bits (Transformer Engine's default DotProductAttention, torchtitan's float8).
+    ``Plan.attention_kernel`` picks the kernel's rate (the best one, or FlashAttention-2)."""
+    executed = flops * (0.5 if op.causal else 1.0)
+    seq = op.seq_len / plan.cp if op.seq_len else 0.0
+    efficiency = hw.attention_efficiency or hw.matmul_efficiency
+    if plan.attention_kernel == "fa2" and hw.attention_fa2_efficiency:
+        efficiency = hw.attention_fa2_efficiency
+    if seq > 0 and hw.attention_half_seq > 0:
+        efficiency *= seq / (seq + hw.attention_half_seq)
+    return executed / (hw.peak_16bit(plan.precision) * efficiency)
+
+
+FP8_CAST_BYTES_PER_ELEMENT = 4
+"""Bytes moved per element an fp8 matmul casts: read 2 (bf16), write 1 (fp8) and 1 more for
+the transposed fp8 copy the other GEMM of the pair needs (Transformer Engine's fused
+cast-transpose; Micikevicius et al. 2022, "FP8 Formats for Deep Learning", Section 4)."""
+
+
+def fp8_cast_bytes(op: Op, backward: bool) -> float:
+    """Per sample, HBM bytes of the casts around one fp8 matmul: its input in forward, its
+    output gradient in backward (the weights are cast once per step and cached across
+    micro-batches: small, not charged)."""
+    elems = op.output_elems if backward else op.input_elems
+    return FP8_CAST_BYTES_PER_ELEMENT * elems
 
 
 def launch_gap_s(op: Op, plan: Plan, hw: HardwareProfile) -> float:
@@ -127,7 +180,7 @@ def optimizer_time_s(params_local: float, plan: Plan, hw: HardwareProfile) -> fl
     """Mixed-precision Adam over the rank's parameter shard, memory bound: read fp32 master
     weights, momentum, variance and the gradient; write the three states and the 16-bit
     weights (Rajbhandari et al. 2020, ZeRO, Section 3.1: 16 bytes of state per parameter)."""
-    grad_bytes = BYTES_PER_ELEMENT[plan.precision] if plan.precision != "fp8" else 2
+    grad_bytes = 4 if plan.main_grads_fp32 else (BYTES_PER_ELEMENT[plan.precision] if plan.precision != "fp8" else 2)
     bytes_per_param = 3 * 4 + grad_bytes + 3 * 4 + grad_bytes
     return memory_time_s(params_local * bytes_per_param, hw) + hw.kernel_overhead_s
 

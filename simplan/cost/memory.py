@@ -49,14 +49,17 @@ small overestimate for fp32 runs (the head's fp32 logits are not: ``act_fp32_byt
 fp8 runs keep their saved activations in 16 bits (Transformer Engine's default), hence 1."""
 
 
-def model_state_bytes(params: float, precision: str, zero_stage: int, shard: int) -> dict[str, float]:
+def model_state_bytes(params: float, precision: str, zero_stage: int, shard: int,
+                      main_grads_fp32: bool = False) -> dict[str, float]:
     """Weights, gradients and optimizer bytes of ``params`` parameters on one GPU, with
     ZeRO sharding across ``shard`` data-parallel ranks (ZeRO paper, Table 1:
-    P_os divides the optimizer states, P_os+g also the gradients, P_os+g+p everything)."""
+    P_os divides the optimizer states, P_os+g also the gradients, P_os+g+p everything).
+    ``main_grads_fp32``: gradients kept in fp32 (``Plan.main_grads_fp32``)."""
     per = _FP32 if precision in ("fp32", "tf32") else _MIXED
+    grad = 4 if main_grads_fp32 else per["gradients"]
     return {
         "weights": params * per["weights"] / (shard if zero_stage >= 3 else 1),
-        "gradients": params * per["gradients"] / (shard if zero_stage >= 2 else 1),
+        "gradients": params * grad / (shard if zero_stage >= 2 else 1),
         "optimizer": params * per["optimizer"] / (shard if zero_stage >= 1 else 1),
     }
 
@@ -253,14 +256,15 @@ def memory_report(graph: LayerGraph, plan: Plan, profile: HardwareProfile,
         has_head = any(layer.kind == "head" for layer in layers)
         tied_copy = graph.spec.tied_embeddings and has_head and embedding_stage not in (None, stage)
         dense, expert = _stage_params(layers, plan, graph, tied_copy)
-        states = model_state_bytes(dense, plan.precision, plan.zero_stage, shard)
-        expert_states = model_state_bytes(expert, plan.precision, plan.zero_stage, expert_shard)
+        states = model_state_bytes(dense, plan.precision, plan.zero_stage, shard, plan.main_grads_fp32)
+        expert_states = model_state_bytes(expert, plan.precision, plan.zero_stage, expert_shard, plan.main_grads_fp32)
         row = {k: states[k] + expert_states[k] for k in states}
 
         chunk_bytes = [activation_bytes_per_microbatch(chunk, plan) for chunk in local]
         row["activations"] = in_flight_peak_bytes(plan, stage, chunk_bytes) + recompute_working_bytes(layers, plan)
         row["comm_buffers"] = _comm_buffer_bytes(plan, graph, layers, local, dense + expert)
-        row["other"] = 0.0  # CUDA context, workspaces, allocator fragmentation: not modelled
+        # CUDA context, library workspaces, NCCL buffers, allocator reserve (HardwareProfile.memory_reserve_bytes)
+        row["other"] = profile.memory_reserve_bytes
         per_stage.append({k: row[k] for k in BREAKDOWN})
 
     totals = [sum(s.values()) for s in per_stage]
@@ -296,7 +300,7 @@ def _comm_buffer_bytes(plan: Plan, graph: LayerGraph, layers: Sequence[Layer],
     transit at the stage boundary (1F1B's steady state sends forward and receives
     backward at once, Narayanan et al. 2021, Section 2.2.1).
     """
-    grad_bytes = model_state_bytes(1.0, plan.precision, 0, 1)["gradients"]
+    grad_bytes = model_state_bytes(1.0, plan.precision, 0, 1, plan.main_grads_fp32)["gradients"]
     weight_bytes = model_state_bytes(1.0, plan.precision, 0, 1)["weights"]
     out = 0.0
     if plan.dp * plan.cp > 1:

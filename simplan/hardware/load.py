@@ -85,6 +85,11 @@ FIELDS: tuple[_Field, ...] = (
     _Field("software", "step_overhead_ms", "nonnegative", "step_overhead_s", _ms_to_s),
 )
 OPTIONAL_FIELDS: tuple[_Field, ...] = (
+    _Field("gpu", "attention_efficiency", "efficiency", "attention_efficiency"),
+    _Field("gpu", "attention_half_seq", "nonnegative", "attention_half_seq"),
+    _Field("gpu", "attention_fa2_efficiency", "efficiency", "attention_fa2_efficiency"),
+    _Field("gpu", "fp8_matmul_efficiency", "efficiency", "fp8_matmul_efficiency"),
+    _Field("gpu", "memory_reserve_gib", "nonnegative", "memory_reserve_bytes", _gib_to_bytes),
     _Field("node", "busy_slowdown", "positive", "busy_slowdown"),
     _Field("node", "allgather_gbyte_per_s", "nonnegative", "allgather_bytes_per_s", gbyte_per_s_to_bytes_per_s),
     _Field("node", "allgather_latency_us", "nonnegative", "allgather_latency_s", us_to_s),
@@ -351,7 +356,8 @@ def dump_hardware(profile: HardwareProfile, path: str | Path) -> None:
     load_hardware(str(path))
 
 
-BUSY_RATES = ("matmul_efficiency", "memory_efficiency")
+BUSY_RATES = ("matmul_efficiency", "memory_efficiency", "attention_efficiency", "attention_fa2_efficiency",
+              "fp8_matmul_efficiency")
 BUSY_SCALED = ("kernel_overhead_s", "step_overhead_s", "dtensor_op_overhead_s", "dtensor_update_overhead_s",
                "fsdp_gather_overhead_s")
 """The compute figures ``busy_slowdown`` rescales: rates (divided) and host times (multiplied)."""

@@ -32,6 +32,24 @@ class HardwareProfile:
     """Fraction of HBM bandwidth that memory-bound kernels reach, in (0, 1]."""
     kernel_overhead_s: float
     """Launch-to-launch gap per kernel on the compute stream."""
+    attention_efficiency: float = 0.0
+    """Fraction of the 16-bit peak a fused attention kernel (FlashAttention-2/3, cuDNN)
+    reaches on long sequences, forward and backward together, counting the FLOPs it
+    executes (half the non-causal count under a causal mask). 0: not given, the fused
+    kernel runs at ``matmul_efficiency``."""
+    attention_half_seq: float = 0.0
+    """Tokens per sequence at which the fused attention kernel reaches half of
+    ``attention_efficiency`` (short sequences leave tiles idle and the causal diagonal
+    dominates): rate = efficiency x s / (s + attention_half_seq)."""
+    attention_fa2_efficiency: float = 0.0
+    """As ``attention_efficiency`` for FlashAttention-2 (``Plan.attention_kernel: fa2``) on a
+    GPU whose best kernel is faster (Hopper). 0: not given, ``attention_efficiency``."""
+    fp8_matmul_efficiency: float = 0.0
+    """Fraction of the fp8 peak large fp8 matmuls reach. 0: not given, ``matmul_efficiency``."""
+    memory_reserve_bytes: float = 0.0
+    """Device memory a training process holds beyond its tensors: the CUDA context and
+    libraries' workspaces (cuBLAS, cuDNN), NCCL's buffers, and the caching allocator's
+    reserved-but-unallocated blocks. A plan fits only if its tensors plus this fit."""
     # --- one node ---
     gpus_per_node: int
     fabric: str
@@ -99,6 +117,13 @@ class HardwareProfile:
 
     def peak(self, precision: str) -> float:
         """Dense matmul peak for a plan's precision (a missing dtype is checked by validation)."""
+        return self.peak_flops_per_s[precision]
+
+    def peak_16bit(self, precision: str) -> float:
+        """The peak of the 16-bit (or wider) math that an fp8 plan keeps outside its fp8
+        matmuls (attention, the output layer): bf16 for fp8, else the plan's own."""
+        if precision == "fp8":
+            return self.peak_flops_per_s.get("bf16", self.peak_flops_per_s.get("fp16", self.peak_flops_per_s["fp8"] / 2))
         return self.peak_flops_per_s[precision]
 
     def scaled(self, **factors: float) -> "HardwareProfile":

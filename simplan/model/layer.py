@@ -38,6 +38,23 @@ class Op:
     sharding: str = "tp"
     bwd_factor: float = 2.0
     """Backward work relative to forward (matmul: grad-input + grad-weight = 2x)."""
+    fused: bool = False
+    """attention: one fused kernel (FlashAttention) that never writes the s^2 scores; it runs
+    at the profile's attention-kernel rate, not the matmul rate."""
+    causal: bool = False
+    """attention: causal mask. A fused kernel skips the masked blocks, doing half of the
+    (non-causal) ``flops`` (FlashAttention-2, Dao 2023, Section 4: causal FLOPs are half)."""
+    seq_len: int = 0
+    """attention: tokens per sequence (the fused kernel's efficiency depends on it)."""
+    fp8: bool = False
+    """matmul: a linear layer that an fp8 plan runs in fp8 (Transformer Engine, torchao
+    float8): the blocks' projections. The output layer, the router and attention stay
+    16-bit (Megatron-Core keeps the output layer out of fp8; torchtitan's float8
+    converter skips ``output``)."""
+    input_elems: float = 0.0
+    """matmul: per sample, elements of the input activation (what an fp8 plan casts)."""
+    output_elems: float = 0.0
+    """matmul: per sample, elements of the output (its gradient is cast in backward)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -18,10 +18,19 @@ def model_names() -> list[str]:
     return sorted(PRESETS)
 
 
-def load_model(section: dict | str, where: str = "model") -> ModelSpec:
+FULL_PRECISIONS = ("fp32", "tf32")
+
+
+def load_model(section: dict | str, where: str = "model", precision: str | None = None) -> ModelSpec:
     """``section``: a preset name, or a mapping with an optional ``preset`` whose fields
     the explicit ones override. Derived defaults (kv_heads = heads, ffn_hidden = 4 hidden
-    for GeLU models, seq_len of a ViT) apply only to fields nobody set."""
+    for GeLU models, seq_len of a ViT) apply only to fields nobody set.
+
+    ``precision``: the plan's, when known. A transformer trained in 16 or 8 bits (or at an
+    unknown precision: the plans default to bf16) runs FlashAttention unless the section or
+    its preset says otherwise: every current framework does (Megatron-Core through
+    Transformer Engine, torchtitan and llm-foundry through SDPA / flash-attn); fp32 runs
+    keep the unfused attention (FlashAttention needs 16-bit inputs, Dao 2023)."""
     if isinstance(section, str):
         section = {"preset": section}
     if not isinstance(section, dict):
@@ -53,6 +62,8 @@ def load_model(section: dict | str, where: str = "model") -> ModelSpec:
     if "name" in merged:
         require(isinstance(merged["name"], str), f"{where}.name: expected a string, got {merged['name']!r}")
     _fill_derived(merged, where)
+    if "flash_attention" not in merged and merged["family"] != "resnet" and precision not in FULL_PRECISIONS:
+        merged["flash_attention"] = True
     spec = ModelSpec(**merged)
     _check(spec, where)
     return spec

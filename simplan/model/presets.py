@@ -43,8 +43,9 @@ PRESETS: dict[str, dict] = {
                      num_classes=1000, dropout=True),
     # He et al. 2016, Table 1 (50-layer)
     "resnet-50": dict(family="resnet", layers=16, image_size=224, num_classes=1000),
-    # Small enough for the CPU executor (2 ranks, gloo)
-    "tiny-gpt": dict(family="gpt", layers=4, hidden=64, heads=4, seq_len=32, vocab=256),
+    # Small enough for the CPU executor (2 ranks, gloo); its explicit attention, as the
+    # verify suite measures it (fp32 on a CPU: no FlashAttention)
+    "tiny-gpt": dict(family="gpt", layers=4, hidden=64, heads=4, seq_len=32, vocab=256, flash_attention=False),
     "tiny-llama": dict(family="llama", layers=4, hidden=64, heads=4, kv_heads=2, ffn_hidden=176, seq_len=32,
-                       vocab=256),
+                       vocab=256, flash_attention=False),
 }

@@ -31,6 +31,11 @@ def _uses_dropout(spec: ModelSpec) -> bool:
     return spec.dropout
 
 
+def _causal(spec: ModelSpec) -> bool:
+    """Decoder-only language models mask attention causally; BERT and ViT attend both ways."""
+    return spec.family in ("gpt", "llama", "moe")
+
+
 def _swiglu(spec: ModelSpec) -> bool:
     return spec.family in ("llama", "moe")
 
@@ -52,9 +57,11 @@ def attention_block(spec: ModelSpec, i: int) -> Layer:
     ops = (
         Op(name="norm", kind="elementwise", flops=0.0, act_bytes=2 * ACT * s * h, sharding="sp", bwd_factor=2.0),
         Op(name="qkv", kind="matmul", flops=2.0 * s * h * qkv_width, act_bytes=ACT * s * (h + qkv_width),
-           weight_bytes=ACT * h * qkv_width),
-        Op(name="attn_core", kind="attention", flops=4.0 * s * s * h, act_bytes=core_traffic),
-        Op(name="proj", kind="matmul", flops=2.0 * s * h * h, act_bytes=2 * ACT * s * h, weight_bytes=ACT * h * h),
+           weight_bytes=ACT * h * qkv_width, fp8=True, input_elems=s * h, output_elems=s * qkv_width),
+        Op(name="attn_core", kind="attention", flops=4.0 * s * s * h, act_bytes=core_traffic,
+           fused=spec.flash_attention, causal=_causal(spec), seq_len=s),
+        Op(name="proj", kind="matmul", flops=2.0 * s * h * h, act_bytes=2 * ACT * s * h, weight_bytes=ACT * h * h,
+           fp8=True, input_elems=s * h, output_elems=s * h),
         Op(name="residual", kind="elementwise", flops=0.0, act_bytes=(3 * ACT + mask) * s * h, sharding="sp"),
     )
     params = h * qkv_width + h * h + (4 if spec.family in ("gpt", "bert", "vit") else 1) * h
@@ -83,9 +90,10 @@ def _mlp_ops(spec: ModelSpec, f: int, tokens_factor: float = 1.0) -> tuple[Op, .
     t = s * tokens_factor
     return (
         Op(name="fc1", kind="matmul", flops=2.0 * t * h * f * up, act_bytes=ACT * t * (h + up * f),
-           weight_bytes=ACT * h * f * up),
+           weight_bytes=ACT * h * f * up, fp8=True, input_elems=t * h, output_elems=t * f * up),
         Op(name="act", kind="elementwise", flops=0.0, act_bytes=ACT * t * f * (up + 1)),
-        Op(name="fc2", kind="matmul", flops=2.0 * t * f * h, act_bytes=ACT * t * (f + h), weight_bytes=ACT * f * h),
+        Op(name="fc2", kind="matmul", flops=2.0 * t * f * h, act_bytes=ACT * t * (f + h), weight_bytes=ACT * f * h,
+           fp8=True, input_elems=t * f, output_elems=t * h),
     )
 
 

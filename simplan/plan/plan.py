@@ -12,6 +12,7 @@ ScheduleInterleaved1F1B, ScheduleInterleavedZeroBubble."""
 RECOMPUTE = ("none", "selective", "full")
 DP_SYNC = ("allreduce", "parameter-server")
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "fp8")
+ATTENTION_KERNELS = ("best", "fa2")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -46,6 +47,22 @@ class Plan:
     partition: tuple[int, ...] = ()
     """Pipeline units per model chunk (a unit: a transformer layer, the embedding, the
     head, a CNN block), pp x virtual_stages numbers; empty: Megatron-LM's uniform split."""
+    main_grads_fp32: bool = False
+    """16/8-bit training that accumulates and reduces gradients in fp32 buffers: Megatron-LM /
+    Megatron-Core's ``main_grad`` (--accumulate-allreduce-grads-in-fp32, the default with
+    bf16), DeepSpeed's bf16 optimizer, FSDP2 with ``reduce_dtype=float32``. Gradients then
+    take 4 bytes per parameter in memory and in the data-parallel reduction (Megatron-Core
+    distributed optimizer docs: 6 + 12/d bytes per parameter for bf16 parameters, fp32 grads)."""
+    param_gather_overlap: bool = False
+    """ZeRO-1/2: the all-gather of the updated parameters overlaps the next step's first
+    forward (Megatron-Core's --overlap-param-gather with the distributed optimizer): only
+    what outlasts that forward is exposed. False: it runs after the optimizer (DeepSpeed,
+    torch's ZeroRedundancyOptimizer)."""
+    attention_kernel: str = "best"
+    """The fused attention kernel the stack runs: ``best`` (the fastest the GPU has: cuDNN /
+    FlashAttention-3 on Hopper, FlashAttention-2 on Ampere; the profile's
+    ``attention_efficiency``) or ``fa2`` (FlashAttention-2, also torch SDPA's flash backend;
+    the profile's ``attention_fa2_efficiency``)."""
     tp_inside_node: bool = True
     """Rank placement: tensor-parallel groups on consecutive GPUs of one node (Megatron-LM's
     order tp, cp, dp, pp). False places data-parallel ranks innermost instead."""
@@ -67,8 +84,9 @@ class Plan:
 
 PLAN_FIELDS = tuple(f.name for f in fields(Plan))
 _INT = ("tp", "pp", "dp", "cp", "ep", "micro_batch", "global_batch", "virtual_stages", "zero_stage")
-_BOOL = ("sequence_parallel", "tp_inside_node", "dp_overlap")
-_CHOICES = {"schedule": SCHEDULES, "recompute": RECOMPUTE, "dp_sync": DP_SYNC, "precision": PRECISIONS}
+_BOOL = ("sequence_parallel", "tp_inside_node", "dp_overlap", "main_grads_fp32", "param_gather_overlap")
+_CHOICES = {"schedule": SCHEDULES, "recompute": RECOMPUTE, "dp_sync": DP_SYNC, "precision": PRECISIONS,
+            "attention_kernel": ATTENTION_KERNELS}
 
 
 def load_plan(section: dict, gpus: int | None = None, where: str = "plan") -> Plan:

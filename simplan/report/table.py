@@ -32,6 +32,11 @@ def options(plan) -> str:
     return " ".join(out) or "-"
 
 
+def band_label(band) -> str:
+    """A step-time band as ``lo-hi`` (three significant digits), or ``-``."""
+    return f"{band[0]:.3g}-{band[1]:.3g}" if band else "-"
+
+
 def ranked_table(result: SearchResult, title: str) -> Table:
     price = result.price_per_gpu_hour
     table = Table(title=title, title_justify="left")
@@ -39,6 +44,9 @@ def ranked_table(result: SearchResult, title: str) -> Table:
     for name in ("#", "tp", "pp", "dp", "cp", "mb", "schedule", "recompute", "options", "step s", "tokens/s", "MFU",
                  "GiB/GPU", "dominant overhead"):
         table.add_column(name, justify="left" if name in left else "right", no_wrap=True)
+    banded = any(r.step_time_band_s for _, r in result.plans)
+    if banded:
+        table.add_column("band s", justify="right", no_wrap=True)
     if price is not None:
         table.add_column("$/step", justify="right")
     for rank, ((scenario, r), uniform) in enumerate(zip(result.plans, result.uniform), start=1):
@@ -47,6 +55,8 @@ def ranked_table(result: SearchResult, title: str) -> Table:
         row = [str(rank) + ("" if uniform else "*"), str(p.tp), str(p.pp), str(p.dp), str(p.cp), str(p.micro_batch),
                plan_label(p), p.recompute, options(p), f"{r.step_time_s:.3f}", f"{r.tokens_per_s:,.0f}",
                f"{100 * r.mfu:.1f}%", f"{r.memory['peak_bytes_per_gpu'] / GIB:.1f}", f"{key} {value:.3g} s"]
+        if banded:
+            row.append(band_label(r.step_time_band_s))
         if price is not None:
             row.append(f"{cost_per_step(r.step_time_s, p.gpus, price):.4g}")
         table.add_row(*row)

@@ -80,9 +80,14 @@ class Estimate:
         return max(self.peak_bytes - self.capacity_bytes, 0.0)
 
 
-def _grad_bytes(precision: str) -> int:
-    """Gradient element bytes, as the lowering counts them (fp32/tf32 keep fp32 gradients)."""
+def _param_bytes(precision: str) -> int:
+    """Parameter element bytes, as the lowering counts them (fp32/tf32 compute in fp32)."""
     return 4 if precision in ("fp32", "tf32") else 2
+
+
+def _grad_bytes(plan: Plan) -> int:
+    """Gradient element bytes, as the lowering counts them (fp32 buffers: Plan.main_grads_fp32)."""
+    return 4 if plan.main_grads_fp32 else _param_bytes(plan.precision)
 
 
 class Estimator:
@@ -288,7 +293,8 @@ class Estimator:
     def memory(self, plan: Plan, bounds: tuple[int, ...]) -> tuple[float, float]:
         """(peak, mean over stages) bytes per GPU, as simplan.cost.memory.memory_report counts them."""
         key = (plan.tp, plan.cp, plan.ep, plan.dp, plan.micro_batch, plan.sequence_parallel, plan.precision,
-               plan.pp, plan.virtual_stages, plan.schedule, plan.recompute, plan.zero_stage, bounds)
+               plan.pp, plan.virtual_stages, plan.schedule, plan.recompute, plan.zero_stage, plan.main_grads_fp32,
+               bounds)
         out = self._memory.get(key)
         if out is None:
             out = self._memory[key] = self._memory_uncached(plan, bounds)
@@ -308,8 +314,9 @@ class Estimator:
             if head_stage != emb_stage:
                 dense[head_stage] += spec.vocab * spec.hidden / plan.tp
         shard = plan.dp * plan.cp
-        per = model_state_bytes(1.0, plan.precision, plan.zero_stage, shard)
-        per_expert = model_state_bytes(1.0, plan.precision, plan.zero_stage, max(shard // plan.ep, 1))
+        per = model_state_bytes(1.0, plan.precision, plan.zero_stage, shard, plan.main_grads_fp32)
+        per_expert = model_state_bytes(1.0, plan.precision, plan.zero_stage, max(shard // plan.ep, 1),
+                                       plan.main_grads_fp32)
         states = dense * sum(per.values()) + expert * sum(per_expert.values())
         act_col = _C[f"act_{plan.recompute}"]
         chunk_act = (prefix[act_col, b[1:]] - prefix[act_col, b[:-1]]).reshape(v, pp)
@@ -318,7 +325,7 @@ class Estimator:
             working = np.maximum.reduceat(extras[0], b[:-1]).reshape(v, pp).max(axis=0)
             act = act + working
         buffers = np.zeros(pp)
-        grad_b = model_state_bytes(1.0, plan.precision, 0, 1)["gradients"]
+        grad_b = model_state_bytes(1.0, plan.precision, 0, 1, plan.main_grads_fp32)["gradients"]
         weight_b = model_state_bytes(1.0, plan.precision, 0, 1)["weights"]
         if shard > 1:
             if plan.zero_stage >= 3:
@@ -330,7 +337,7 @@ class Estimator:
             # one activation and one gradient in transit at each chunk's end (memory._comm_buffer_bytes)
             boundary = self.unit_out_bytes[b[1:] - 1].reshape(v, pp).max(axis=0)
             buffers += 2 * boundary * plan.micro_batch * ACTIVATION_SCALE[plan.precision] / (plan.cp * sp_div)
-        total = states + act + buffers
+        total = states + act + buffers + self.hw.memory_reserve_bytes  # the "other" of memory_report
         return float(total.max()), float(total.mean())
 
     # ------------------------------------------------------------------ time
@@ -338,7 +345,8 @@ class Estimator:
         """(step time, slowest stage's time per micro-batch) in seconds."""
         pp, v, m = plan.pp, plan.virtual_stages, plan.micro_batches
         s = self.stage_sums(plan, bounds)
-        grads = s[_C["params_local"]] * _grad_bytes(plan.precision)  # also the unsharded parameter bytes
+        grads = s[_C["params_local"]] * _grad_bytes(plan)
+        params = s[_C["params_local"]] * _param_bytes(plan.precision)  # the unsharded parameter bytes
         fwd = s[_C["fwd"]] + self._tp_s(plan, s, "tpf")
         bwd = s[_C["bwd"]] + self._tp_s(plan, s, "tpb")
         if plan.recompute == "full":
@@ -356,7 +364,7 @@ class Estimator:
             # FSDP2's host work and copies around each unit's gather, before its forward and
             # before its backward (sim.lower)
             gather = (s[_C["units"]] * self.hw.fsdp_gather_overhead_s
-                      + fsdp_gather_copy_s(grads, plan.dp * plan.cp, self.hw))
+                      + fsdp_gather_copy_s(params, plan.dp * plan.cp, self.hw))
             fwd, bwd = fwd + gather, bwd + gather
         if plan.ep > 1:
             ep_lat, ep_b = self.ring("alltoall", self.span(plan, "ep"))
@@ -397,12 +405,17 @@ class Estimator:
                 exposed = dp_total
             if plan.zero_stage in (1, 2):
                 ag_lat, ag_b = self.ring("allgather", self.span(plan, "dpcp"))
-                after = ag_lat + ag_b * float(grads.max())
+                after = ag_lat + ag_b * float(params.max())
+                if plan.param_gather_overlap:
+                    # hidden behind the next step's first forward (one chunk: 1/v of the stage's; sim.engine)
+                    after = max(0.0, after - float((fwd / v).min()))
         zero_shard = shard if plan.zero_stage >= 1 else 1
         opt = optimizer_time_s(s[_C["params_local"]] / zero_shard, plan, self.hw) + s[_C["dtensor_update"]]
         if sequence_parallel_on(plan):  # the norms' gradients all-reduced over tp (sim.lower)
             ar_lat, ar_b = self.ring("allreduce", self.span(plan, "tp"))
-            opt = opt + np.where(s[_C["norm_bytes"]] > 0, ar_lat + ar_b * s[_C["norm_bytes"]], 0.0)
+            # the table's norm bytes are at the compute precision; fp32 main grads double them
+            norm = s[_C["norm_bytes"]] * _grad_bytes(plan) / _param_bytes(plan.precision)
+            opt = opt + np.where(norm > 0, ar_lat + ar_b * norm, 0.0)
         if zero3:  # FSDP2 copies the gradients into the reduce-scatter inputs (sim.lower)
             opt = opt + fsdp_reduce_copy_s(grads, self.hw)
         step = float((ends + exposed + opt).max()) + after + self.hw.step_overhead_s
@@ -452,7 +465,7 @@ class Estimator:
         prefix, extras = self.table(plan)
         lat, per_byte = self.ring("allgather", self.span(plan, "dpcp"))
         params = np.diff(prefix[_C["params_local"]])
-        gather = lat + per_byte * params * _grad_bytes(plan.precision)
+        gather = lat + per_byte * params * _param_bytes(plan.precision)
         fwd = np.diff(prefix[_C["fwd"]])
         bwd = np.diff(prefix[_C["bwd"]])
         if self.hw.fabric == "host":

@@ -124,12 +124,16 @@ class Engine:
         chunks = {c.chunk: c for c in self.chunks_by_stage[u.stage]}
         actions = stage_actions(plan.schedule, u.stage, plan.pp, self.m, plan.virtual_stages)
         grad_total = sum(ch.grad_bytes for ch in chunks.values())
+        first_forward_s = None
         for a in actions:
             c = chunks[a.chunk]
             if a.type == "F":
                 if a.chunk > 0:
                     yield from self._wait_p2p(u, ("F", u.replica, a.chunk, a.microbatch))
+                t_fwd = env.now
                 yield from self._steps(u, c.fwd, "compute", f"F{a.microbatch}.c{a.chunk}")
+                if first_forward_s is None:
+                    first_forward_s = env.now - t_fwd
                 self._memory(u, c.act_bytes)
                 if a.chunk < self.last_chunk:
                     self._send(u, ("F", u.replica, a.chunk + 1, a.microbatch), c.send_bytes, a.chunk + 1)
@@ -178,8 +182,14 @@ class Engine:
         if self.p.dp_after_optimizer is not None:
             t0 = env.now
             yield from self._collective(u, self.p.dp_after_optimizer, ("zero-ag", u.stage))
-            u.acc["dp_comm_exposed"] += env.now - t0
-            self._record(u, "param all-gather", "dp", t0, env.now - t0)
+            took = env.now - t0
+            # with Plan.param_gather_overlap the gather runs under the next step's first
+            # forward (Megatron-Core --overlap-param-gather): only its excess is exposed
+            hidden = min(took, first_forward_s or 0.0) if plan.param_gather_overlap else 0.0
+            u.acc["dp_comm_exposed"] += took - hidden
+            self._record(u, "param all-gather", "dp", t0, took)
+            u.end_s = env.now - hidden
+            return
         u.end_s = env.now
 
     def _steps(self, u: Unit, steps: tuple[Step, ...], category: str, label: str, buckets: bool = False):

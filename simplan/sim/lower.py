@@ -207,7 +207,7 @@ def _steps(layers: tuple[Layer, ...], plan: Plan, hw, spans, backward: bool, par
     unit_bytes = {}
     for unit in group_units(layers):
         first = unit[-1] if backward else unit[0]
-        unit_bytes[first.name] = sum(_local_params(x, plan) for x in unit) * _grad_bytes(plan)
+        unit_bytes[first.name] = sum(_local_params(x, plan) for x in unit) * _param_bytes(plan)
     for layer in (reversed(layers) if backward else layers):
         if backward:
             weight = ops_time_s((op for op in layer.ops if op.weight_bytes > 0), plan, hw)
@@ -250,7 +250,7 @@ def _steps(layers: tuple[Layer, ...], plan: Plan, hw, spans, backward: bool, par
         grad = 0.0
         if backward and part != "input":
             grad = _local_params(layer, plan) * _grad_bytes(plan)
-        param_bytes = _local_params(layer, plan) * _grad_bytes(plan)
+        param_bytes = _local_params(layer, plan) * _param_bytes(plan)
         gather = None
         if plan.zero_stage == 3 and gathers and part != "weight" and layer.name in unit_bytes:
             # FSDP all-gathers a unit's parameters before its forward and its backward
@@ -286,6 +286,12 @@ def _local_params(layer: Layer, plan: Plan) -> float:
 
 
 def _grad_bytes(plan: Plan) -> int:
+    """Bytes per gradient element (fp32 buffers: ``Plan.main_grads_fp32``)."""
+    return 4 if plan.precision in ("fp32", "tf32") or plan.main_grads_fp32 else 2
+
+
+def _param_bytes(plan: Plan) -> int:
+    """Bytes per parameter element as the model computes with it (what FSDP gathers)."""
     return 4 if plan.precision in ("fp32", "tf32") else 2
 
 
@@ -357,7 +363,7 @@ def lower(graph: LayerGraph, plan: Plan, cluster: Cluster, chunks=None) -> Progr
             dp_comm = _comm("dp", "reducescatter", bucket, dp_span, hw, algorithm="ring")
         if plan.zero_stage in (1, 2):
             # updated 16-bit parameters are all-gathered after the step (ZeRO, Section 5.1)
-            params_bytes = max(p.params for p in programs) * _grad_bytes(plan)
+            params_bytes = max(p.params for p in programs) * _param_bytes(plan)
             after_opt = _comm("zero", "allgather", params_bytes, dp_span, hw, algorithm="ring")
     stage_node = tuple(rank_of(plan, pp=s) // cluster.gpus_per_node for s in range(plan.pp))
     boundaries = [stage_node[s] == stage_node[(s + 1) % plan.pp] for s in range(plan.pp) if plan.pp > 1]

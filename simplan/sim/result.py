@@ -12,6 +12,16 @@ BREAKDOWN_KEYS = ("compute", "recompute", "tp_comm_exposed", "pp_comm_exposed", 
                   "optimizer")
 
 
+def step_time_band_s(step_time_s: float, calibration: dict) -> list[float] | None:
+    """The band of a predicted step time: with relative errors e = predicted / measured - 1
+    of the profile's held-out published runs, measured = predicted / (1 + e), so the 10th
+    and 90th percentiles of e give [t / (1 + p90), t / (1 + p10)]."""
+    q = calibration.get("step_time_error") if isinstance(calibration, dict) else None
+    if not isinstance(q, dict) or "p10" not in q or "p90" not in q:
+        return None
+    return [step_time_s / (1.0 + float(q["p90"])), step_time_s / (1.0 + float(q["p10"]))]
+
+
 @dataclass(kw_only=True)
 class StepResult:
     step_time_s: float
@@ -34,6 +44,10 @@ class StepResult:
     sim_wall_s: float
     scenario: dict
     """The normalized scenario (what was simulated, every default filled in)."""
+    step_time_band_s: list[float] | None = None
+    """[lo, hi]: where the measured step time is expected to fall, from the profile's
+    leave-one-source-out errors on published runs (``calibration.step_time_error``, its
+    10th and 90th percentiles); None when the profile carries none."""
     distribution: dict | None = None
     """With variability: {steps, mean_s, p50_s, p99_s, min_s, max_s, samples_s}."""
     trace: list | None = field(default=None, repr=False)
@@ -56,6 +70,8 @@ class StepResult:
             "sim_wall_s": self.sim_wall_s,
             "scenario": self.scenario,
         }
+        if self.step_time_band_s is not None:
+            out["step_time_band_s"] = list(self.step_time_band_s)
         if self.distribution is not None:
             out["distribution"] = self.distribution
         return out

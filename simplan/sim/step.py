@@ -15,7 +15,7 @@ from simplan.plan.placement import rank_of
 from simplan.plan.validate import problems
 from simplan.sim.engine import Engine
 from simplan.sim.lower import lower
-from simplan.sim.result import BREAKDOWN_KEYS, StepResult
+from simplan.sim.result import BREAKDOWN_KEYS, StepResult, step_time_band_s
 
 EXTRA_BREAKDOWN_KEYS = ("cp_comm_exposed", "ep_comm_exposed", "overhead")
 
@@ -107,6 +107,7 @@ def simulate(scenario, *, seed: int = 0, jitter: float = 0.0, steps: int = 1,
         events=events,
         sim_wall_s=time.perf_counter() - wall0,
         scenario=scenario_to_dict(scenario),
+        step_time_band_s=step_time_band_s(step_time, cluster.profile.calibration),
         distribution=distribution,
     )
     if trace:
