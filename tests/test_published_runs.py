@@ -113,3 +113,21 @@ def test_the_shipped_file_rebuilds_every_source():
     h100 = [r for r in runs if r.gpu == "H100" and not r.oom]
     bf16 = [i for i, r in enumerate(h100) if r.scenario["plan"]["precision"] != "fp8"]
     assert "fp8_matmul_efficiency" not in usable_parameters(h100, bf16, ("matmul_efficiency", "fp8_matmul_efficiency"))
+
+
+def test_calibrate_on_a_file_without_usable_runs_is_one_line_exit_2(tmp_path):
+    import contextlib
+    import io
+
+    from simplan.cli import main
+
+    bad = tmp_path / "runs.yaml"
+    bad.write_text("- id: x\n  hardware: {gpu: H100, num_gpus: 8}\n")
+    out = tmp_path / "fitted.yaml"
+    for hardware in ("h100-sxm-80gb-stock", "b200"):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(["calibrate", "--from-runs", str(bad), "--hardware", hardware, "--out", str(out)])
+        lines = [line for line in err.getvalue().splitlines() if line.startswith("error:")]
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err.getvalue(), err.getvalue()
+        assert not out.exists()

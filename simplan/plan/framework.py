@@ -9,7 +9,8 @@ Nothing typed is replaced: a preset only supplies fields absent from the ``plan`
   and fp32 main gradients in 16/8-bit training (``--accumulate-allreduce-grads-in-fp32``,
   implied by bf16; Megatron-Core docs, "Distributed Optimizer": 6 + 12/d bytes per
   parameter), gradient reduction overlapped with the backward (``--overlap-grad-reduce``)
-  and the parameter all-gather with the next forward (``--overlap-param-gather``), attention
+  and the parameter all-gather with the next forward (``--overlap-param-gather``), TP
+  communication under the GEMMs with sequence parallelism (``--tp-comm-overlap``), attention
   in Transformer Engine's cuDNN fused kernel (the GPU's best).
 - ``torchtitan``: FSDP2 over the data-parallel ranks (ZeRO-3, ``data_parallel_shard_degree``),
   sequence parallelism with tp (its ``apply_tp`` shards the norms' sequence), gradients
@@ -37,7 +38,8 @@ def framework_defaults(framework: str, section: dict, tp: int, dp: int, cp: int,
     if framework == "megatron-core":
         out = {"sequence_parallel": tp > 1, "zero_stage": 1 if shard else 0,
                "main_grads_fp32": precision in SIXTEEN_BIT, "dp_overlap": True,
-               "param_gather_overlap": shard, "attention_kernel": "best"}
+               "param_gather_overlap": shard, "tp_comm_overlap": tp > 1 and section.get("sequence_parallel", True),
+               "attention_kernel": "best"}
     elif framework == "torchtitan":
         out = {"sequence_parallel": tp > 1, "zero_stage": 3 if shard else 0,
                "main_grads_fp32": precision in SIXTEEN_BIT, "attention_kernel": "fa2"}

@@ -58,6 +58,11 @@ class Plan:
     forward (Megatron-Core's --overlap-param-gather with the distributed optimizer): only
     what outlasts that forward is exposed. False: it runs after the optimizer (DeepSpeed,
     torch's ZeroRedundancyOptimizer)."""
+    tp_comm_overlap: bool = False
+    """Tensor-parallel collectives overlapped with the layer's GEMMs (Megatron-Core
+    --tp-comm-overlap through userbuffers; torchtitan's async TP): each layer's TP traffic
+    runs under its compute and only what outlasts it is exposed. Needs sequence parallelism
+    (Megatron-Core requires it; the overlap splits the all-gather / reduce-scatter pairs)."""
     attention_kernel: str = "best"
     """The fused attention kernel the stack runs: ``best`` (the fastest the GPU has: cuDNN /
     FlashAttention-3 on Hopper, FlashAttention-2 on Ampere; the profile's
@@ -84,7 +89,8 @@ class Plan:
 
 PLAN_FIELDS = tuple(f.name for f in fields(Plan))
 _INT = ("tp", "pp", "dp", "cp", "ep", "micro_batch", "global_batch", "virtual_stages", "zero_stage")
-_BOOL = ("sequence_parallel", "tp_inside_node", "dp_overlap", "main_grads_fp32", "param_gather_overlap")
+_BOOL = ("sequence_parallel", "tp_inside_node", "dp_overlap", "main_grads_fp32", "param_gather_overlap",
+         "tp_comm_overlap")
 _CHOICES = {"schedule": SCHEDULES, "recompute": RECOMPUTE, "dp_sync": DP_SYNC, "precision": PRECISIONS,
             "attention_kernel": ATTENTION_KERNELS}
 

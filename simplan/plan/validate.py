@@ -31,6 +31,9 @@ def problems(plan: Plan, model: ModelSpec, gpus: int) -> list[str]:
             out.append(f"plan.tp: ffn_hidden({model.ffn_hidden}) is not divisible by tp({p.tp})")
         if model.seq_len % p.cp:
             out.append(f"plan.cp: seq_len({model.seq_len}) is not divisible by cp({p.cp})")
+        if p.tp_comm_overlap and not p.sequence_parallel:
+            out.append("plan.tp_comm_overlap: needs sequence_parallel (Megatron-Core overlaps its all-gather / "
+                       "reduce-scatter pairs), got sequence_parallel=false")
         if p.sequence_parallel and p.tp == 1:
             out.append("plan.sequence_parallel: needs tp > 1, got tp=1")
         if p.sequence_parallel and model.seq_len % p.tp:

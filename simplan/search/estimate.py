@@ -49,6 +49,7 @@ from simplan.plan.partition import units as graph_units
 from simplan.plan.placement import GroupSpan, group_span
 from simplan.plan.plan import Plan
 from simplan.sim.lower import (collective_phases, link_rates, norm_grad_bytes, sequence_parallel_on, sp_regather_bytes,
+                               tp_overlapped,
                                tp_collectives)
 from simplan.units import BYTES_PER_ELEMENT
 
@@ -347,10 +348,17 @@ class Estimator:
         s = self.stage_sums(plan, bounds)
         grads = s[_C["params_local"]] * _grad_bytes(plan)
         params = s[_C["params_local"]] * _param_bytes(plan.precision)  # the unsharded parameter bytes
-        fwd = s[_C["fwd"]] + self._tp_s(plan, s, "tpf")
-        bwd = s[_C["bwd"]] + self._tp_s(plan, s, "tpb")
+        if tp_overlapped(plan, self.hw):
+            # under the compute: only what outlasts it is exposed (per stage here, per layer in sim.lower)
+            fwd = np.maximum(s[_C["fwd"]], self._tp_s(plan, s, "tpf"))
+            bwd = np.maximum(s[_C["bwd"]], self._tp_s(plan, s, "tpb"))
+        else:
+            fwd = s[_C["fwd"]] + self._tp_s(plan, s, "tpf")
+            bwd = s[_C["bwd"]] + self._tp_s(plan, s, "tpb")
         if plan.recompute == "full":
-            bwd = bwd + s[_C["rec_full"]] + self._tp_s(plan, s, "rtp")
+            rtp = self._tp_s(plan, s, "rtp")
+            bwd = bwd + (np.maximum(s[_C["rec_full"]], rtp) if tp_overlapped(plan, self.hw)
+                         else s[_C["rec_full"]] + rtp)
         elif plan.recompute == "selective":
             bwd = bwd + s[_C["rec_sel"]]
         if sequence_parallel_on(plan):

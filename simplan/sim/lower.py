@@ -225,7 +225,9 @@ def _steps(layers: tuple[Layer, ...], plan: Plan, hw, spans, backward: bool, par
             for kind, nbytes in tp_collectives(layer, plan, backward):
                 c = _comm("tp", kind, nbytes, spans["tp"], hw, algorithm="ring")
                 if c:
-                    comms.append(c)
+                    # Plan.tp_comm_overlap: under the layer's compute (not on a host fabric,
+                    # where gloo runs on the compute core)
+                    (overlapped if tp_overlapped(plan, hw) else comms).append(c)
             regather = sp_regather_bytes(layer, plan) if backward else 0.0
             if regather:
                 # the column-parallel input, saved as the sequence shard, is all-gathered again
@@ -263,6 +265,11 @@ def _steps(layers: tuple[Layer, ...], plan: Plan, hw, spans, backward: bool, par
                                                                           plan.dp * plan.cp, hw)
         out.append(Step(layer.name, compute, tuple(comms), tuple(overlapped), grad, param_bytes, gather))
     return tuple(out)
+
+
+def tp_overlapped(plan: Plan, hw) -> bool:
+    """Whether tensor-parallel collectives run under the compute (``Plan.tp_comm_overlap``)."""
+    return plan.tp_comm_overlap and sequence_parallel_on(plan) and hw.fabric != "host"
 
 
 def _recompute_steps(layers: tuple[Layer, ...], plan: Plan, hw, spans) -> tuple[Step, ...]:
