@@ -17,7 +17,7 @@ from simplan.sim import simulate
 
 
 def scenario(framework=None, **plan):
-    data = {"model": "gpt3-1.3b", "hardware": "h100-sxm-80gb", "cluster": {"nodes": 2},
+    data = {"model": "gpt3-1.3b", "hardware": "h100-sxm-80gb-stock", "cluster": {"nodes": 2},
             "plan": {"tp": 2, "global_batch": 64, **plan}}
     if framework is not None:
         data["framework"] = framework

@@ -120,12 +120,12 @@ def test_dump_then_load_gives_the_same_profile(tmp_path, suffix):
 
 
 def test_yaml_dict_uses_vendor_units():
-    d = profile_to_yaml_dict(load_hardware("a100-sxm-80gb"))
+    d = profile_to_yaml_dict(load_hardware("a100-sxm-80gb-stock"))
     assert d["gpu"]["peak_tflops"]["bf16"] == 312
     assert d["gpu"]["hbm_gib"] == 80
     assert d["network"]["nic_gbit_per_s"] == 200
     assert d["node"]["intra_latency_us"] == 1.9
-    assert d == {**raw("a100-sxm-80gb"), "calibration": {}}
+    assert d == {**raw("a100-sxm-80gb-stock"), "calibration": {}}
 
 
 def test_dump_refuses_a_profile_without_sources(tmp_path):

@@ -131,3 +131,44 @@ def test_calibrate_on_a_file_without_usable_runs_is_one_line_exit_2(tmp_path):
         lines = [line for line in err.getvalue().splitlines() if line.startswith("error:")]
         assert code == 2 and len(lines) == 1 and "Traceback" not in err.getvalue(), err.getvalue()
         assert not out.exists()
+
+
+def test_calibration_recovers_a_known_matmul_rate_and_scores_it_leave_one_source_out(tmp_path):
+    """Runs whose 'measured' times were simulated with matmul_efficiency 0.6: the fit finds
+    0.6 and every held-out source is predicted to well under 1%."""
+    from dataclasses import replace as dc_replace
+
+    import yaml
+
+    from simplan.calibrate.predict import with_profile
+    from simplan.calibrate.published_fit import calibrate_from_published
+    from simplan.sim import simulate
+
+    truth = dc_replace(load_hardware("h100-sxm-80gb-stock"), matmul_efficiency=0.6)
+    records = []
+    for prefix, layers in (("mpt-h100-test", 2), ("megatron2024-h100-test", 3)):
+        for i, (hidden, mb) in enumerate(((512, 1), (768, 2), (1024, 4))):
+            r = record(id=f"{prefix}-{i}", model={"name": "GPT test", "layers": layers, "hidden": hidden,
+                                                  "ffn_hidden": None, "heads": 8, "kv_heads": None,
+                                                  "seq_len": 1024, "vocab": 32000},
+                       hardware={"gpu": "H100", "num_gpus": 8, "gpus_per_node": 8},
+                       parallel={"tp": 1, "pp": 1, "dp": 8, "cp": None}, batch={"micro_batch": mb,
+                                                                                "global_batch_seqs": 8 * mb * 2})
+            run = rebuild(r)
+            step = simulate(with_profile(load_scenario(run.scenario), truth)).step_time_s
+            r["measured"] = {"tokens_per_s_per_gpu": 8 * mb * 2 * 1024 / (step * 8)}
+            records.append(r)
+    path = tmp_path / "runs.yaml"
+    path.write_text(yaml.safe_dump(records))
+    out = tmp_path / "h100-fitted.yaml"
+    cal = calibrate_from_published(path, "h100-sxm-80gb-stock", out, processes=1, log=lambda line: None)
+    assert cal["parameters"]["matmul_efficiency"]["fitted"] == pytest.approx(0.6, rel=0.01)
+    assert cal["leave_one_source_out"]["all"]["mape"] < 0.01
+    assert set(cal["step_time_error"]) >= {"p10", "p90"}
+    fitted = load_hardware(str(out))
+    assert fitted.matmul_efficiency == pytest.approx(0.6, rel=0.01)
+    assert "fitted by simplan calibrate" in fitted.sources["gpu.matmul_efficiency"]
+    # the band a prediction then carries brackets it
+    result = simulate(with_profile(load_scenario(rebuild(records[0]).scenario), fitted))
+    lo, hi = result.step_time_band_s
+    assert lo <= result.step_time_s <= hi
