@@ -11,14 +11,17 @@ sources is the profile shipped; its LOSO residuals are the error band a predicti
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
 from simplan.calibrate.fit import FREE_PARAMETERS, FitResult, fit_profile
 from simplan.calibrate.predict import Predictor
-from simplan.calibrate.published import PublishedRun
+from simplan.calibrate.published import PublishedRun, read_published
 from simplan.errors import require
+from simplan.hardware.load import dump_hardware, load_hardware
 from simplan.hardware.profile import HardwareProfile
 
 PUBLISHED_PARAMETERS = ("matmul_efficiency", "fp8_matmul_efficiency")
@@ -142,18 +145,11 @@ def calibrate_from_published(path, hardware: str, out, *, parameters: tuple[str,
     fit ``hardware``'s few physical parameters on every published run of its GPU, judge
     them leave-one-source-out, and write the profile with both (its ``calibration`` section
     carries the LOSO error quantiles that the predictions' band uses)."""
-    import sys
-    from pathlib import Path
-
-    from simplan.calibrate.fit import FREE_PARAMETERS as KNOWN
-    from simplan.calibrate.published import read_published
-    from simplan.hardware.load import dump_hardware, load_hardware
-
     out = Path(out)
     require(out.suffix in (".yaml", ".yml", ".json"), f"--out: a profile file must end in .yaml, .yml or .json, got {out}")
     params = tuple(parameters) if parameters else PUBLISHED_PARAMETERS
-    unknown = [p for p in params if p not in KNOWN]
-    require(not unknown, f"--param: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(KNOWN)}")
+    unknown = [p for p in params if p not in FREE_PARAMETERS]
+    require(not unknown, f"--param: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(FREE_PARAMETERS)}")
     if log is None:
         def log(line: str) -> None:
             print(line, file=sys.stderr, flush=True)
@@ -181,7 +177,7 @@ def calibrate_from_published(path, hardware: str, out, *, parameters: tuple[str,
         note += f"; leave-one-source-out MAPE {100 * error_figures(loso.errors())['mape']:.1f}%"
     sources_text = dict(fit.profile.sources)
     for p in fit.parameters:
-        sources_text[KNOWN[p].source_key] = note
+        sources_text[FREE_PARAMETERS[p].source_key] = note
     calibration = {
         "method": "scipy.optimize.least_squares (trf) on log(predicted) - log(measured) over published runs; "
                   "judged leave-one-source-out (fit on every other source, predict the held-out one)",
