@@ -30,8 +30,8 @@ from simplan.calibrate.published_fit import (band_quantiles, error_figures, leav
                                              timed)
 from simplan.calibrate.runs import shared_data_dir  # noqa: E402
 from simplan.hardware.load import load_hardware  # noqa: E402
+from simplan.cost.memory import scenario_memory  # noqa: E402
 from simplan.scenario import load_scenario  # noqa: E402
-from simplan.sim import simulate  # noqa: E402
 
 FILE = "published_runs.yaml"
 
@@ -44,12 +44,12 @@ def _line(name: str, f: dict) -> str:
 
 
 def memory_rows(runs, profile) -> list[dict]:
+    """Peak memory per GPU of each run under ``profile`` (the memory model alone: no simulation)."""
     out = []
     for r in runs:
-        s = with_profile(load_scenario(r.scenario, where=r.id), profile)
-        res = simulate(s)
-        out.append({"id": r.id, "source": r.source, "fits": res.memory["fits"], "oom": r.oom,
-                    "peak_bytes": res.memory["peak_bytes_per_gpu"], "measured_bytes": r.measured_memory_bytes})
+        report = scenario_memory(with_profile(load_scenario(r.scenario, where=r.id), profile))
+        out.append({"id": r.id, "source": r.source, "fits": report.fits, "oom": r.oom,
+                    "peak_bytes": report.peak_bytes_per_gpu, "measured_bytes": r.measured_memory_bytes})
     return out
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from simplan.cost.memory import grad_element_bytes
 from simplan.hardware.profile import HardwareProfile
 from simplan.model.layer import Layer, Op
 from simplan.plan.plan import Plan
@@ -180,7 +181,7 @@ def optimizer_time_s(params_local: float, plan: Plan, hw: HardwareProfile) -> fl
     """Mixed-precision Adam over the rank's parameter shard, memory bound: read fp32 master
     weights, momentum, variance and the gradient; write the three states and the 16-bit
     weights (Rajbhandari et al. 2020, ZeRO, Section 3.1: 16 bytes of state per parameter)."""
-    grad_bytes = 4 if plan.main_grads_fp32 else (BYTES_PER_ELEMENT[plan.precision] if plan.precision != "fp8" else 2)
+    grad_bytes = grad_element_bytes(plan)
     bytes_per_param = 3 * 4 + grad_bytes + 3 * 4 + grad_bytes
     return memory_time_s(params_local * bytes_per_param, hw) + hw.kernel_overhead_s
 

@@ -49,6 +49,19 @@ small overestimate for fp32 runs (the head's fp32 logits are not: ``act_fp32_byt
 fp8 runs keep their saved activations in 16 bits (Transformer Engine's default), hence 1."""
 
 
+def param_element_bytes(precision: str) -> int:
+    """Bytes of one parameter element as the model computes with it (what FSDP gathers and
+    ZeRO-1/2 all-gathers after the step): 4 in fp32/tf32 training, else 2 (fp8 keeps 16-bit
+    weights, Transformer Engine casts inside the matmuls)."""
+    return _FP32["weights"] if precision in ("fp32", "tf32") else _MIXED["weights"]
+
+
+def grad_element_bytes(plan: Plan) -> int:
+    """Bytes of one gradient element as it is held and reduced: fp32 with
+    ``Plan.main_grads_fp32``, else the parameters' width."""
+    return 4 if plan.main_grads_fp32 else param_element_bytes(plan.precision)
+
+
 def model_state_bytes(params: float, precision: str, zero_stage: int, shard: int,
                       main_grads_fp32: bool = False) -> dict[str, float]:
     """Weights, gradients and optimizer bytes of ``params`` parameters on one GPU, with

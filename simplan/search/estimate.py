@@ -41,8 +41,8 @@ import numpy as np
 from simplan.cost import collectives as coll
 from simplan.cost.compute import (dtensor_update_s, fsdp_gather_copy_s, fsdp_reduce_copy_s, layer_time, op_time_s,
                                   optimizer_time_s, shard_factor)
-from simplan.cost.memory import (ACTIVATION_SCALE, DDP_BUCKET_BYTES, layer_activation_bytes,
-                                 model_state_bytes, params_per_gpu, schedule_order)
+from simplan.cost.memory import (ACTIVATION_SCALE, DDP_BUCKET_BYTES, grad_element_bytes, layer_activation_bytes,
+                                 model_state_bytes, param_element_bytes, params_per_gpu, schedule_order)
 from simplan.hardware.cluster import Cluster
 from simplan.model.graph import RECOMPUTED_KINDS, LayerGraph
 from simplan.plan.partition import units as graph_units
@@ -79,16 +79,6 @@ class Estimate:
     @property
     def shortfall_bytes(self) -> float:
         return max(self.peak_bytes - self.capacity_bytes, 0.0)
-
-
-def _param_bytes(precision: str) -> int:
-    """Parameter element bytes, as the lowering counts them (fp32/tf32 compute in fp32)."""
-    return 4 if precision in ("fp32", "tf32") else 2
-
-
-def _grad_bytes(plan: Plan) -> int:
-    """Gradient element bytes, as the lowering counts them (fp32 buffers: Plan.main_grads_fp32)."""
-    return 4 if plan.main_grads_fp32 else _param_bytes(plan.precision)
 
 
 class Estimator:
@@ -346,8 +336,8 @@ class Estimator:
         """(step time, slowest stage's time per micro-batch) in seconds."""
         pp, v, m = plan.pp, plan.virtual_stages, plan.micro_batches
         s = self.stage_sums(plan, bounds)
-        grads = s[_C["params_local"]] * _grad_bytes(plan)
-        params = s[_C["params_local"]] * _param_bytes(plan.precision)  # the unsharded parameter bytes
+        grads = s[_C["params_local"]] * grad_element_bytes(plan)
+        params = s[_C["params_local"]] * param_element_bytes(plan.precision)  # the unsharded parameter bytes
         if tp_overlapped(plan, self.hw):
             # under the compute: only what outlasts it is exposed (per stage here, per layer in sim.lower)
             fwd = np.maximum(s[_C["fwd"]], self._tp_s(plan, s, "tpf"))
@@ -422,7 +412,7 @@ class Estimator:
         if sequence_parallel_on(plan):  # the norms' gradients all-reduced over tp (sim.lower)
             ar_lat, ar_b = self.ring("allreduce", self.span(plan, "tp"))
             # the table's norm bytes are at the compute precision; fp32 main grads double them
-            norm = s[_C["norm_bytes"]] * _grad_bytes(plan) / _param_bytes(plan.precision)
+            norm = s[_C["norm_bytes"]] * grad_element_bytes(plan) / param_element_bytes(plan.precision)
             opt = opt + np.where(norm > 0, ar_lat + ar_b * norm, 0.0)
         if zero3:  # FSDP2 copies the gradients into the reduce-scatter inputs (sim.lower)
             opt = opt + fsdp_reduce_copy_s(grads, self.hw)
@@ -473,7 +463,7 @@ class Estimator:
         prefix, extras = self.table(plan)
         lat, per_byte = self.ring("allgather", self.span(plan, "dpcp"))
         params = np.diff(prefix[_C["params_local"]])
-        gather = lat + per_byte * params * _param_bytes(plan.precision)
+        gather = lat + per_byte * params * param_element_bytes(plan.precision)
         fwd = np.diff(prefix[_C["fwd"]])
         bwd = np.diff(prefix[_C["bwd"]])
         if self.hw.fabric == "host":

@@ -179,18 +179,18 @@ class Engine:
         yield env.timeout(opt)
         self._record(u, "optimizer", "compute", t0, opt)
         u.acc["optimizer"] += opt
+        hidden = 0.0
         if self.p.dp_after_optimizer is not None:
             t0 = env.now
             yield from self._collective(u, self.p.dp_after_optimizer, ("zero-ag", u.stage))
             took = env.now - t0
             # with Plan.param_gather_overlap the gather runs under the next step's first
             # forward (Megatron-Core --overlap-param-gather): only its excess is exposed
-            hidden = min(took, first_forward_s or 0.0) if plan.param_gather_overlap else 0.0
+            if plan.param_gather_overlap:
+                hidden = min(took, first_forward_s or 0.0)
             u.acc["dp_comm_exposed"] += took - hidden
             self._record(u, "param all-gather", "dp", t0, took)
-            u.end_s = env.now - hidden
-            return
-        u.end_s = env.now
+        u.end_s = env.now - hidden
 
     def _steps(self, u: Unit, steps: tuple[Step, ...], category: str, label: str, buckets: bool = False):
         env = self.env

@@ -16,7 +16,8 @@ from functools import lru_cache
 from simplan.cost import collectives as coll
 from simplan.cost.compute import (dtensor_update_s, fsdp_gather_copy_s, fsdp_reduce_copy_s, layer_time, ops_time_s,
                                   optimizer_time_s, shard_factor)
-from simplan.cost.memory import ACTIVATION_SCALE, activation_bytes_per_microbatch, params_per_gpu
+from simplan.cost.memory import (ACTIVATION_SCALE, activation_bytes_per_microbatch, grad_element_bytes,
+                                 param_element_bytes, params_per_gpu)
 from simplan.hardware.cluster import Cluster
 from simplan.model.graph import RECOMPUTED_KINDS, LayerGraph
 from simplan.model.layer import Layer
@@ -194,7 +195,7 @@ def norm_grad_bytes(layers, plan: Plan) -> float:
     0 without sequence parallelism."""
     if not sequence_parallel_on(plan):
         return 0.0
-    return sum(layer.norm_params for layer in layers) * _grad_bytes(plan)
+    return sum(layer.norm_params for layer in layers) * grad_element_bytes(plan)
 
 
 def _steps(layers: tuple[Layer, ...], plan: Plan, hw, spans, backward: bool, part: str = "all",
@@ -207,7 +208,7 @@ def _steps(layers: tuple[Layer, ...], plan: Plan, hw, spans, backward: bool, par
     unit_bytes = {}
     for unit in group_units(layers):
         first = unit[-1] if backward else unit[0]
-        unit_bytes[first.name] = sum(_local_params(x, plan) for x in unit) * _param_bytes(plan)
+        unit_bytes[first.name] = sum(_local_params(x, plan) for x in unit) * param_element_bytes(plan.precision)
     for layer in (reversed(layers) if backward else layers):
         if backward:
             weight = ops_time_s((op for op in layer.ops if op.weight_bytes > 0), plan, hw)
@@ -251,8 +252,8 @@ def _steps(layers: tuple[Layer, ...], plan: Plan, hw, spans, backward: bool, par
                     overlapped.append(c)
         grad = 0.0
         if backward and part != "input":
-            grad = _local_params(layer, plan) * _grad_bytes(plan)
-        param_bytes = _local_params(layer, plan) * _param_bytes(plan)
+            grad = _local_params(layer, plan) * grad_element_bytes(plan)
+        param_bytes = _local_params(layer, plan) * param_element_bytes(plan.precision)
         gather = None
         if plan.zero_stage == 3 and gathers and part != "weight" and layer.name in unit_bytes:
             # FSDP all-gathers a unit's parameters before its forward and its backward
@@ -292,16 +293,6 @@ def _local_params(layer: Layer, plan: Plan) -> float:
     return sum(params_per_gpu(layer, plan))
 
 
-def _grad_bytes(plan: Plan) -> int:
-    """Bytes per gradient element (fp32 buffers: ``Plan.main_grads_fp32``)."""
-    return 4 if plan.precision in ("fp32", "tf32") or plan.main_grads_fp32 else 2
-
-
-def _param_bytes(plan: Plan) -> int:
-    """Bytes per parameter element as the model computes with it (what FSDP gathers)."""
-    return 4 if plan.precision in ("fp32", "tf32") else 2
-
-
 def _act_keep_bytes(layers: tuple[Layer, ...], plan: Plan) -> float:
     """Per micro-batch bytes kept for backward (the trace's memory counter)."""
     return activation_bytes_per_microbatch(layers, plan)
@@ -331,7 +322,7 @@ def lower(graph: LayerGraph, plan: Plan, cluster: Cluster, chunks=None) -> Progr
             recompute=_recompute_steps(layers, plan, hw, spans),
             send_bytes=send,
             act_bytes=_act_keep_bytes(layers, plan),
-            grad_bytes=sum(_local_params(layer, plan) for layer in layers) * _grad_bytes(plan),
+            grad_bytes=sum(_local_params(layer, plan) for layer in layers) * grad_element_bytes(plan),
             params=sum(_local_params(layer, plan) for layer in layers),
         ))
     dp_size = plan.dp * plan.cp  # gradients are averaged over data- and context-parallel ranks
@@ -370,7 +361,7 @@ def lower(graph: LayerGraph, plan: Plan, cluster: Cluster, chunks=None) -> Progr
             dp_comm = _comm("dp", "reducescatter", bucket, dp_span, hw, algorithm="ring")
         if plan.zero_stage in (1, 2):
             # updated 16-bit parameters are all-gathered after the step (ZeRO, Section 5.1)
-            params_bytes = max(p.params for p in programs) * _param_bytes(plan)
+            params_bytes = max(p.params for p in programs) * param_element_bytes(plan.precision)
             after_opt = _comm("zero", "allgather", params_bytes, dp_span, hw, algorithm="ring")
     stage_node = tuple(rank_of(plan, pp=s) // cluster.gpus_per_node for s in range(plan.pp))
     boundaries = [stage_node[s] == stage_node[(s + 1) % plan.pp] for s in range(plan.pp) if plan.pp > 1]
