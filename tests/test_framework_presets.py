@@ -95,3 +95,13 @@ def test_param_gather_overlap_hides_the_zero1_gather_behind_the_first_forward():
     est = Estimator(plain.graph, plain.cluster)
     saved = est.estimate(plain.plan).step_time_s - est.estimate(overlapped.plan).step_time_s
     assert saved == pytest.approx(a.step_time_s - b.step_time_s, rel=1e-2)
+
+
+def test_the_planners_estimate_follows_the_attention_kernel():
+    data = {"model": "llama3-8b", "hardware": "h100-sxm-80gb-stock", "cluster": {"nodes": 1},
+            "plan": {"tp": 2, "global_batch": 16}}
+    est = None
+    for kernel in ("best", "fa2"):
+        s = load_scenario({**data, "plan": {**data["plan"], "attention_kernel": kernel}})
+        est = est or Estimator(s.graph, s.cluster)  # one estimator for both: its tables must not mix them
+        assert est.estimate(s.plan).step_time_s == pytest.approx(simulate(s).step_time_s, rel=0.01)

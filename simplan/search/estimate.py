@@ -81,6 +81,16 @@ class Estimate:
         return max(self.peak_bytes - self.capacity_bytes, 0.0)
 
 
+TABLE_FIELDS = ("tp", "cp", "ep", "micro_batch", "sequence_parallel", "precision", "attention_kernel",
+                "main_grads_fp32")
+"""The plan fields a unit's per-layer costs depend on (compute, collective bytes, gradient
+bytes): one table per distinct combination."""
+
+
+def _table_key(plan: Plan) -> tuple:
+    return tuple(getattr(plan, f) for f in TABLE_FIELDS)
+
+
 class Estimator:
     """Estimates for plans of one model on one cluster (caches shared across plans)."""
 
@@ -104,12 +114,10 @@ class Estimator:
     # ------------------------------------------------------------------ per-unit tables
     def table(self, plan: Plan) -> tuple[np.ndarray, np.ndarray]:
         """(prefix sums of COLUMNS over units, per-unit extras) for the plan's per-layer
-        cost key (tp, cp, ep, micro-batch, sequence parallelism, precision)."""
-        key = (plan.tp, plan.cp, plan.ep, plan.micro_batch, plan.sequence_parallel, plan.precision)
+        cost key (``TABLE_FIELDS``)."""
+        key = _table_key(plan)
         if key not in self._tables:
-            self._tables[key] = self._build_table(Plan(tp=plan.tp, cp=plan.cp, ep=plan.ep, micro_batch=plan.micro_batch,
-                                                       sequence_parallel=plan.sequence_parallel,
-                                                       precision=plan.precision))
+            self._tables[key] = self._build_table(Plan(**dict(zip(TABLE_FIELDS, key))))
         return self._tables[key]
 
     def _build_table(self, p: Plan) -> tuple[np.ndarray, np.ndarray]:
@@ -183,7 +191,7 @@ class Estimator:
 
     def stage_sums(self, plan: Plan, bounds: tuple[int, ...]) -> np.ndarray:
         """COLUMNS summed per pipeline stage: shape (len(COLUMNS), pp)."""
-        key = (plan.tp, plan.cp, plan.ep, plan.micro_batch, plan.sequence_parallel, plan.precision, plan.pp, bounds)
+        key = (*_table_key(plan), plan.pp, bounds)
         out = self._stage.get(key)
         if out is None:
             prefix, _ = self.table(plan)
@@ -411,9 +419,7 @@ class Estimator:
         opt = optimizer_time_s(s[_C["params_local"]] / zero_shard, plan, self.hw) + s[_C["dtensor_update"]]
         if sequence_parallel_on(plan):  # the norms' gradients all-reduced over tp (sim.lower)
             ar_lat, ar_b = self.ring("allreduce", self.span(plan, "tp"))
-            # the table's norm bytes are at the compute precision; fp32 main grads double them
-            norm = s[_C["norm_bytes"]] * grad_element_bytes(plan) / param_element_bytes(plan.precision)
-            opt = opt + np.where(norm > 0, ar_lat + ar_b * norm, 0.0)
+            opt = opt + np.where(s[_C["norm_bytes"]] > 0, ar_lat + ar_b * s[_C["norm_bytes"]], 0.0)
         if zero3:  # FSDP2 copies the gradients into the reduce-scatter inputs (sim.lower)
             opt = opt + fsdp_reduce_copy_s(grads, self.hw)
         step = float((ends + exposed + opt).max()) + after + self.hw.step_overhead_s
