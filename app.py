@@ -19,10 +19,11 @@ import streamlit as st
 import yaml
 
 from simplan.dashboard import charts
-from simplan.dashboard.format import fmt_delta, fmt_gib, fmt_pct, fmt_s, fmt_tokens
+from simplan.dashboard import plan_edit as pe
+from simplan.dashboard.format import fmt_band, fmt_delta, fmt_gib, fmt_pct, fmt_s, fmt_tokens, md_escape
 from simplan.dashboard.gantt import gantt_blocks
-from simplan.dashboard.planner import RankedPlan, plan_label, plans_frame, request, run_planner
-from simplan.dashboard.scaling import node_counts, scaling_rows
+from simplan.dashboard.planner import RankedPlan, heading, plan_label, plans_frame, request, run_planner
+from simplan.dashboard.scaling import node_counts, scaling_frame, scaling_rows
 from simplan.dashboard.whatif import SCALES, WhatIf, deltas, parse_slow_rank, resimulate
 from simplan.errors import SimplanError
 from simplan.hardware.load import hardware_names, load_hardware
@@ -39,7 +40,7 @@ DEFAULT_GLOBAL_BATCH = 128
 TOP_K = 16
 FACTORS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0)
 SLOW_FACTORS = (1.0, 1.1, 1.25, 1.5, 2.0, 3.0)
-HAND_DEGREES = ("tp", "pp", "cp", "micro_batch", "virtual_stages", "zero_stage")
+APP_TITLE = "simplan: parallel training plans, simulated"
 
 
 # --- cached library calls -------------------------------------------------------------------
@@ -54,7 +55,7 @@ def timeline(scenario_json: str, sizes: tuple[int, ...]) -> tuple[dict, pd.DataF
             gantt_blocks(r.trace, r.step_time_s, comm_lanes=True))
 
 
-@st.cache_data(max_entries=64, show_spinner="Re-simulating…")
+@st.cache_data(max_entries=64, show_spinner=False)  # the page shows its own spinner (with what it runs)
 def whatif_result(scenario_json: str, sizes: tuple[int, ...], whatif_json: str, jitter: float,
                   slow_json: str, steps: int) -> dict:
     slow = {int(k): v for k, v in json.loads(slow_json).items()}
@@ -76,6 +77,12 @@ def trace_bytes(scenario_json: str, sizes: tuple[int, ...]) -> bytes:
 
 def key_of(obj) -> str:
     return json.dumps(obj, sort_keys=True)
+
+
+def show_error(message: str, where=None) -> None:
+    """A library message in the page's words (``plan_edit.plain``), as plain text: escaped,
+    so that "tp*pp*cp" or "micro_batch" never turn into italics."""
+    (where or st).error(md_escape(pe.plain(message)))
 
 
 # --- sidebar: what to plan ------------------------------------------------------------------
@@ -114,14 +121,14 @@ def sidebar_request() -> dict | None:
     try:
         model = model_section()
     except SimplanError as e:
-        st.sidebar.error(str(e))
+        show_error(str(e), st.sidebar)
         ok = False
     names = hardware_names()
     hw = st.sidebar.selectbox("Hardware profile", names, index=names.index(DEFAULT_HARDWARE), key="hardware")
     try:
         default_gpn = load_hardware(hw).gpus_per_node
     except SimplanError as e:
-        st.sidebar.error(str(e))
+        show_error(str(e), st.sidebar)
         ok, default_gpn = False, 8
     c1, c2 = st.sidebar.columns(2)
     nodes = c1.number_input("Nodes", min_value=1, value=DEFAULT_NODES, key="nodes")
@@ -191,10 +198,23 @@ def ranked_table(run, req_key: str) -> int:
 
 # --- one plan --------------------------------------------------------------------------------
 
+def band_caption(col, result: dict) -> None:
+    """The prediction's error band under its step time (when the profile is calibrated)."""
+    band = fmt_band(result.get("step_time_band_s"))
+    if band is None:
+        return
+    hw = result["scenario"]["hardware"]
+    col.caption(md_escape(f"likely {band} measured"),
+                help=md_escape(f"Where the measured step time is expected to fall: the prediction divided by 1 + the "
+                               f"90th and 10th percentiles of the relative errors of the {hw} profile on published "
+                               f"runs (calibration.step_time_error)."))
+
+
 def result_metrics(r: dict) -> None:
     mem = r["memory"]
     c = st.columns(5)
     c[0].metric("Step time", fmt_s(r["step_time_s"]))
+    band_caption(c[0], r)
     c[1].metric("Tokens per second", fmt_tokens(r["tokens_per_s"]))
     c[2].metric("MFU", fmt_pct(r["mfu"]))
     c[3].metric("Memory per GPU", fmt_gib(mem["peak_bytes_per_gpu"]), help=f"capacity {fmt_gib(mem['capacity_bytes'])}")
@@ -207,18 +227,20 @@ def plan_view(rp: RankedPlan) -> None:
     result, compute_blocks, all_blocks = timeline(sj, sizes)
     result_metrics(result)
     st.subheader("Timeline of the simulated step")
-    st.caption("Data-parallel replica 0, one row per pipeline stage (hover a block for its micro-batch).")
+    st.caption("Data-parallel replica 0, one row per pipeline stage (hover a block for its micro-batch). "
+               "With the communication streams, pipeline sends are red stripes.")
     comm = st.toggle("Show communication streams", key="gantt_comm")
     st.altair_chart(charts.gantt_chart(all_blocks if comm else compute_blocks), width="stretch")
     left, right = st.columns(2)
     with left:
         st.subheader("Memory per GPU")
         st.altair_chart(charts.memory_chart(result), width="stretch")
-        if scenario["plan"]["pp"] > 1:
-            st.altair_chart(charts.stage_memory_chart(result), width="stretch")
     with right:
         st.subheader("Step-time breakdown")
         st.altair_chart(charts.breakdown_chart(result), width="stretch")
+    if scenario["plan"]["pp"] > 1:
+        st.subheader("Peak memory per pipeline stage")
+        st.altair_chart(charts.stage_memory_chart(result), width="stretch")
     downloads(rp, sj)
 
 
@@ -238,70 +260,147 @@ def downloads(rp: RankedPlan, sj: str) -> None:
         try:
             out = export(load_scenario(scenario), fmt)
         except SimplanError as e:
-            col.caption(f"{fmt}: {e}")
+            col.caption(md_escape(f"{fmt}: {pe.plain(str(e))}"))
             continue
         col.download_button(f"{fmt} config", out.text, name, "text/plain", key=f"dl_{fmt}", on_click="ignore")
         notes += [f"{fmt}: {n}" for n in out.notes]
     if notes:
         with st.expander("Notes on the launch configs"):
-            st.markdown("\n".join(f"- {n}" for n in notes))
+            st.markdown("\n".join(f"- {md_escape(n)}" for n in notes))
 
 
 # --- what-if ---------------------------------------------------------------------------------
 
-def reset_whatif(scenario: dict) -> None:
-    """Put the what-if widgets back on the baseline when another plan is selected."""
+@st.cache_resource(max_entries=16)
+def editor_frame(model_json: str, gpus_per_node: int, base_nodes: int) -> pe.Frame:
+    """What the plan editor checks against (the model, the node size, the largest cluster)."""
+    return pe.Frame(model=load_model(json.loads(model_json)), gpus_per_node=gpus_per_node,
+                    max_nodes=pe.MAX_NODES_FACTOR * base_nodes)
+
+
+def frame_of(scenario: dict) -> pe.Frame:
+    return editor_frame(key_of(scenario["model"]), scenario["cluster"]["gpus_per_node"],
+                        scenario["cluster"]["nodes"])
+
+
+def reset_whatif(scenario: dict, force: bool = False) -> None:
+    """Put the what-if widgets back on the baseline when another plan is selected (or on request)."""
     sj = key_of(scenario)
-    if st.session_state.get("wi_base") == sj:
+    # widgets that were not drawn in a run (no plan to show) lose their state: start again then
+    keys = [f"wi_{k}" for k in SCALES] + ["wi_nodes", "wi_batch", "wi_jitter", "wi_steps", "wi_slow_rank",
+                                          "wi_slow_factor"] + [f"wi_plan_{f}" for f in pe.KEPT]
+    if st.session_state.get("wi_base") == sj and not force and all(k in st.session_state for k in keys):
         return
     st.session_state["wi_base"] = sj
     for key in SCALES:
         st.session_state[f"wi_{key}"] = 1.0
     st.session_state["wi_nodes"] = scenario["cluster"]["nodes"]
     st.session_state["wi_batch"] = scenario["plan"]["global_batch"]
-    st.session_state["wi_degree"] = "(none)"
+    for field in pe.KEPT:
+        st.session_state[f"wi_plan_{field}"] = scenario["plan"][field]
+    st.session_state["wi_notes"] = []
     st.session_state["wi_jitter"] = 0.0
     st.session_state["wi_steps"] = 1
     st.session_state["wi_slow_rank"] = 0
     st.session_state["wi_slow_factor"] = 1.0
 
 
+def editor_plan() -> tuple[dict, int]:
+    """The plan the what-if widgets describe (the editor's fields and the global batch) and the node count."""
+    ss = st.session_state
+    plan = {field: ss[f"wi_plan_{field}"] for field in pe.KEPT}
+    plan["global_batch"] = int(ss["wi_batch"])
+    return plan, int(ss["wi_nodes"])
+
+
+def on_plan_edit(field: str, scenario: dict) -> None:
+    """A what-if widget changed: derive dp (or, for dp, the node count), move the adjustable
+    fields the change invalidates, and keep a note of every move for the page."""
+    ss = st.session_state
+    frame = frame_of(scenario)
+    plan, nodes = editor_plan()
+    if field == "dp":
+        nodes = pe.nodes_for_dp(plan, plan["dp"], frame)
+        ss["wi_nodes"] = nodes
+    plan, notes = pe.resolve(plan, nodes, frame, field if field in pe.KEPT else None)
+    for f in pe.KEPT:
+        ss[f"wi_plan_{f}"] = plan[f]
+    ss["wi_notes"] = [n.text() for n in notes]
+
+
+def plan_editor(scenario: dict) -> tuple[dict, int]:
+    """The what-if plan and cluster widgets; each plan widget lists the values that run
+    with the others (``plan_edit.options``). Returns the plan and the node count."""
+    frame = frame_of(scenario)
+    plan, nodes = editor_plan()
+    fields = [f for f in pe.EDITABLE if f != "ep" or frame.model.is_moe]
+    first = ["nodes", "global_batch"] + [f for f in fields if f in ("tp", "pp", "dp", "cp", "ep")]
+    second = [f for f in fields if f not in first]
+    gpn = scenario["cluster"]["gpus_per_node"]
+    for field in fields:
+        # written every run, so the browser is sent the value even when the list of options
+        # changed under it (a selectbox whose options change falls back to its first option)
+        st.session_state[f"wi_plan_{field}"] = plan[field]
+    for row in (first, second):
+        for col, field in zip(st.columns(max(len(first), len(second))), row):
+            if field == "nodes":
+                col.number_input(f"Nodes (× {gpn} GPUs)", min_value=1, key="wi_nodes",
+                                 on_change=on_plan_edit, args=("nodes", scenario))
+            elif field == "global_batch":
+                col.number_input(pe.label("global_batch"), min_value=1, key="wi_batch",
+                                 on_change=on_plan_edit, args=("global_batch", scenario))
+            else:
+                col.selectbox(pe.label(field), pe.options(field, plan, nodes, frame), key=f"wi_plan_{field}",
+                              format_func=lambda v, f=field: pe.show(f, v), on_change=on_plan_edit,
+                              args=(field, scenario))
+    c = st.columns([4, 1])
+    c[0].caption("Every list offers the values that run with the others: a change that needs another "
+                 "field moved (ZeRO-2/3 with pipelines, the interleaved schedule's virtual stages, ...) moves "
+                 "it and says so below.")
+    c[1].button("Back to the selected plan", key="wi_reset", on_click=reset_whatif, args=(scenario, True))
+    for note in st.session_state.get("wi_notes", []):
+        st.info(md_escape(note), icon=":material/info:")
+    return plan, nodes
+
+
 def whatif_view(rp: RankedPlan) -> None:
     scenario = rp.scenario
     reset_whatif(scenario)
-    plan = scenario["plan"]
+    base_plan = scenario["plan"]
     st.caption("Each change re-simulates the selected plan at once; deltas are against it.")
     cols = st.columns(len(SCALES))
     scales = {}
     for col, (key, label) in zip(cols, SCALES.items()):
         scales[key] = col.select_slider(label, FACTORS, format_func=lambda v: f"×{v:g}", key=f"wi_{key}")
-    c = st.columns(4)
-    nodes = c[0].number_input(f"Nodes (× {scenario['cluster']['gpus_per_node']} GPUs)", min_value=1, key="wi_nodes")
-    batch = c[1].number_input("Global batch", min_value=1, key="wi_batch")
-    degree = c[2].selectbox("Change one plan degree", ("(none)",) + HAND_DEGREES, key="wi_degree")
-    hand = {}
-    if degree != "(none)":
-        value = c[3].number_input(f"{degree} (now {plan[degree]})", min_value=0, value=int(plan[degree]),
-                                  key=f"wi_value::{degree}")
-        if value != plan[degree]:
-            hand[degree] = int(value)
+    plan, nodes = plan_editor(scenario)
     c = st.columns(4)
     jitter = c[0].slider("Per-operation jitter (coefficient of variation)", 0.0, 0.3, step=0.01, key="wi_jitter")
     steps = c[1].number_input("Steps to sample (with jitter)", min_value=1, max_value=50, key="wi_steps")
     slow_rank = c[2].number_input("Slow rank", min_value=0, key="wi_slow_rank")
     slow_factor = c[3].select_slider("Slow rank runs slower by", SLOW_FACTORS, format_func=lambda v: f"×{v:g}",
                                      key="wi_slow_factor")
-    if jitter > 0 or slow_factor > 1:
-        st.caption("Jitter and slow ranks simulate every data-parallel replica (slower than one).")
-    w = WhatIf(scales=scales, nodes=None if nodes == scenario["cluster"]["nodes"] else int(nodes),
-               global_batch=None if batch == plan["global_batch"] else int(batch), plan=hand)
+    variability = jitter > 0 or slow_factor > 1
+    if variability:
+        st.caption("Jitter and slow ranks simulate the data-parallel replicas (slower than one).")
+    found = pe.check(plan, nodes, frame_of(scenario))
+    if found:
+        show_error("; ".join(found))
+        return
+    hand = {f: plan[f] for f in pe.KEPT if f != "dp" and plan[f] != base_plan[f]}
+    w = WhatIf(scales=scales, nodes=None if nodes == scenario["cluster"]["nodes"] else nodes,
+               global_batch=None if plan["global_batch"] == base_plan["global_batch"] else plan["global_batch"],
+               plan=hand)
+    steps = int(steps) if jitter > 0 else 1
     try:
-        slow = parse_slow_rank(int(slow_rank), float(slow_factor), int(nodes) * scenario["cluster"]["gpus_per_node"])
+        slow = parse_slow_rank(int(slow_rank), float(slow_factor), nodes * scenario["cluster"]["gpus_per_node"])
         base = rp.result
-        new = whatif_result(key_of(scenario), rp.sizes, key_of(asdict(w)), float(jitter), key_of(slow),
-                            int(steps) if jitter > 0 else 1)
+        what = " and ".join(x for x in ("jitter" if jitter > 0 else "", "a slow rank" if slow else "") if x)
+        text = (f"Simulating {steps} step(s) with {what} over the data-parallel replicas…" if variability
+                else "Re-simulating…")
+        with st.spinner(text, show_time=variability):
+            new = whatif_result(key_of(scenario), rp.sizes, key_of(asdict(w)), float(jitter), key_of(slow), steps)
     except SimplanError as e:
-        st.error(str(e))
+        show_error(str(e))
         return
     d = deltas(base, new)
     c = st.columns(4)
@@ -312,6 +411,7 @@ def whatif_view(rp: RankedPlan) -> None:
         _, value, rel = d[key]
         col.metric(label, fmt(value), fmt_delta(rel),
                    delta_color=("inverse" if inverse else "normal") if rel else "off")
+    band_caption(c[0], new)
     if not new["memory"]["fits"]:
         st.warning(f"The what-if plan does not fit: {fmt_gib(new['memory']['peak_bytes_per_gpu'])} per GPU "
                    f"> {fmt_gib(new['memory']['capacity_bytes'])}")
@@ -340,14 +440,17 @@ def scaling_view(req: dict) -> None:
         bar.empty()
     if key not in store:
         return
-    df = pd.DataFrame(store[key])
+    df = scaling_frame(store[key])
     ok = df[df["error"] == ""]
     if len(ok):
         c = st.columns(2)
-        c[0].altair_chart(charts.scaling_chart(ok, "tokens_per_s", "tokens/s"), width="stretch")
-        c[1].altair_chart(charts.scaling_chart(ok.assign(mfu_pct=100 * ok["mfu"]), "mfu_pct", "MFU (%)"),
-                          width="stretch")
-    st.dataframe(df, hide_index=True)
+        c[0].altair_chart(charts.scaling_chart(ok, "tokens_per_s", "tokens/s", log=True), width="stretch")
+        c[1].altair_chart(charts.scaling_chart(ok, "mfu_pct", "MFU (%)", log=False), width="stretch")
+    st.dataframe(df, hide_index=True, column_config={
+        "tokens_per_s": st.column_config.NumberColumn("tokens/s", format="%.0f"),
+        "mfu_pct": st.column_config.NumberColumn("MFU (%)", format="%.2f %%"),
+        "step_time_s": st.column_config.NumberColumn("step time (s)", format="%.4f"),
+    })
 
 
 # --- compare ---------------------------------------------------------------------------------
@@ -381,15 +484,16 @@ def main() -> None:
     if current is not None and (run_clicked or "request" not in st.session_state):
         st.session_state["request"] = current
     req = st.session_state.get("request")
-    st.title("simplan: parallel training plans, simulated")
     if req is None:
+        st.title(APP_TITLE)
         return
+    st.title(md_escape(heading(req)))
     if current is not None and current != req:
         st.info("The inputs changed since the last run: press **Run planner**.")
     try:
         run = planner_run(req)
     except SimplanError as e:
-        st.error(f"Planner: {e}")
+        st.error(md_escape(f"Planner: {pe.plain(str(e))}"))
         return
     if not run.plans:
         st.warning("The planner found no plan for these inputs.")
@@ -410,7 +514,7 @@ def main() -> None:
         with tabs[3]:
             compare_view(run)
     except SimplanError as e:
-        st.error(str(e))
+        show_error(str(e))
 
 
 main()

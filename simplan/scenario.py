@@ -8,6 +8,7 @@ default filled in), which loads again into an equal ``Scenario``.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import yaml
 
 from simplan.errors import SimplanError, read_text, require
 from simplan.hardware.cluster import Cluster, load_cluster
-from simplan.hardware.load import load_hardware
+from simplan.hardware.load import _StrictLoader, load_hardware
 from simplan.hardware.profile import HardwareProfile
 from simplan.model import LayerGraph, ModelSpec, build_graph, load_model
 from simplan.plan.framework import framework_defaults
@@ -50,6 +51,41 @@ class Scenario:
         return self.cluster.gpus
 
 
+class _ScenarioLoader(_StrictLoader):
+    """The hardware profiles' loader (a key given twice in one mapping is an error; ``1e9``
+    is a float) with YAML 1.2 booleans: only true and false, so ``yes``, ``on`` and ``no``
+    stay strings that the checks refuse instead of silently becoming booleans."""
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_ScenarioLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
+    for first, resolvers in _StrictLoader.yaml_implicit_resolvers.items()}
+_ScenarioLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def parse_document(text: str, label: str, is_json: bool) -> object:
+    """A YAML or JSON document the user wrote. A key given twice in one mapping, at any
+    depth, is a SimplanError (PyYAML and json would keep the last one silently)."""
+    if is_json:
+        def unique(pairs: list) -> dict:
+            keys = [k for k, _ in pairs]
+            dup = next((k for k in keys if keys.count(k) > 1), None)
+            require(dup is None, f"{label}: duplicate key {dup!r} (each key once per mapping)")
+            return dict(pairs)
+        try:
+            return json.loads(text, object_pairs_hook=unique)
+        except json.JSONDecodeError as e:
+            raise SimplanError(f"{label}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    try:
+        return yaml.load(text, Loader=_ScenarioLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as e:
+        problem = str(getattr(e, "problem", ""))
+        if problem.startswith("duplicate key"):  # well-formed, and the message names the line
+            raise SimplanError(f"{label}: {problem}") from None
+        raise SimplanError(f"{label}: malformed YAML{_yaml_where(e)}") from None
+
+
 def _read(source: str | Path | dict, where: str | None) -> tuple[dict, str, Path | None]:
     """The raw mapping, a label for messages, and the directory relative paths start from."""
     if isinstance(source, dict):
@@ -57,17 +93,7 @@ def _read(source: str | Path | dict, where: str | None) -> tuple[dict, str, Path
     path = Path(source)
     label = where or str(source)
     text = read_text(path, label, "scenario file")
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SimplanError(f"{label}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-    else:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise SimplanError(f"{label}: malformed YAML{_yaml_where(e)}") from None
-    return data, label, path.parent
+    return parse_document(text, label, path.suffix.lower() == ".json"), label, path.parent
 
 
 def _yaml_where(e: yaml.YAMLError) -> str:
@@ -124,7 +150,7 @@ def _load(source: str | Path | dict, where: str | None, check: bool) -> Scenario
 
     precision = data["plan"].get("precision") if isinstance(data["plan"], dict) else None
     model = load_model(data["model"], where=f"{label}: model",
-                       precision=precision if isinstance(precision, str) else None)
+                       precision=precision if isinstance(precision, str) else None, base_dir=base)
     ref = _hardware_ref(data["hardware"], base, label)
     try:
         profile = load_hardware(ref)

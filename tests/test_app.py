@@ -6,6 +6,7 @@ Plus the pure helpers of ``simplan.dashboard`` (Gantt blocks, what-if variants).
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -112,6 +113,7 @@ def test_changing_model_and_hardware_reruns_the_planner():
     at.button(key="run_planner").click().run()
     _no_trouble(at)
     rp = _selected(at)
+    assert at.title[0].value == "GPT-2 small on 8 x h100-sxm-80gb"
     assert rp.scenario["model"]["name"] == "gpt2-small"
     assert rp.scenario["hardware"] == "h100-sxm-80gb"
     assert rp.scenario["plan"]["tp"] * rp.scenario["plan"]["pp"] * rp.scenario["plan"]["dp"] * rp.scenario["plan"]["cp"] == 8
@@ -176,25 +178,28 @@ def test_more_gpus_and_a_hand_set_degree(small_app):
     at.number_input(key="wi_nodes").set_value(1)
     at.number_input(key="wi_batch").set_value(batch).run()
 
-    at.selectbox(key="wi_degree").set_value("tp").run()
-    at.number_input(key="wi_value::tp").set_value(2 * rp.scenario["plan"]["tp"]).run()
+    at.selectbox(key="wi_plan_tp").set_value(2 * rp.scenario["plan"]["tp"]).run()
     _no_trouble(at)
+    assert not at.info  # nothing else had to move
     d = scenario_to_dict(load_scenario(rp.scenario))
     d["plan"]["tp"] *= 2
     d["plan"].pop("dp")
+    assert at.selectbox(key="wi_plan_dp").value == rp.scenario["plan"]["dp"] // 2  # dp follows the GPU count
     assert _metrics(at)["What-if step time"][0] == fmt_s(simulate(load_scenario(d)).step_time_s)
-    at.selectbox(key="wi_degree").set_value("(none)").run()
+    at.button(key="wi_reset").click().run()
+    assert at.selectbox(key="wi_plan_tp").value == rp.scenario["plan"]["tp"]
+    assert _metrics(at)["What-if step time"] == (fmt_s(rp.result["step_time_s"]), "+0.00 %")
 
 
 def test_invalid_combination_is_a_readable_error_not_a_traceback(small_app):
     at = small_app
-    at.selectbox(key="wi_degree").set_value("pp").run()
-    at.number_input(key="wi_value::pp").set_value(5).run()  # 5 does not divide 8 GPUs
+    assert 5 not in at.selectbox(key="wi_plan_pp").options  # 5 does not divide 8 GPUs: not offered
+    at.number_input(key="wi_batch").set_value(33).run()  # 33 sequences over dp 8: no micro-batch helps
     assert not at.exception
     assert len(at.error) == 1
     message = at.error[0].value
-    assert "not divisible" in message and "5" in message and "Traceback" not in message
-    at.selectbox(key="wi_degree").set_value("(none)").run()
+    assert message.startswith("Global batch: 33 is not divisible by dp(8)") and "Traceback" not in message
+    at.number_input(key="wi_batch").set_value(32).run()
     _no_trouble(at)
 
 
@@ -221,7 +226,7 @@ def test_custom_model_errors_in_the_sidebar():
     at.radio(key="model_source").set_value("custom").run()
     at.number_input(key="c_hidden").set_value(2050).run()  # 2050 is not divisible by 16 heads
     assert not at.exception
-    assert any("hidden" in e.value and "2050" in e.value for e in at.sidebar.error)
+    assert any(e.value.startswith("Hidden: 2050") for e in at.sidebar.error)  # the widget's name
     at.number_input(key="c_hidden").set_value(1024)
     at.number_input(key="c_layers").set_value(4)
     at.number_input(key="c_ffn").set_value(4096)
@@ -257,6 +262,14 @@ def test_scaling_sweep_and_compare(small_app):
     weak = ok[ok["mode"] == "weak"]
     assert list(weak["global_batch"]) == [SMALL["global_batch"] * n // SMALL["nodes"] for n in weak["nodes"]]
     assert set(ok[ok["mode"] == "strong"]["global_batch"]) == {SMALL["global_batch"]}
+    assert "mfu" not in sweep.columns  # MFU in percent, as everywhere on the page
+    assert list(here["mfu_pct"]) == [pytest.approx(plans["mfu_pct"][0])] * 2
+    specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    scaling = [sp for sp in specs if sp.get("encoding", {}).get("x", {}).get("field") == "gpus"]
+    assert len(scaling) == 2
+    for sp in scaling:  # log-log or linear-linear, never a log GPU axis against a linear one
+        x, y = (sp["encoding"][a].get("scale", {}).get("type", "linear") for a in ("x", "y"))
+        assert x == y
 
     at.selectbox(key="cmp_b").set_value(1).run()
     _no_trouble(at)

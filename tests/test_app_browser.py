@@ -144,3 +144,44 @@ def test_select_a_plan_and_screenshot(server, tmp_path):
                 page.screenshot(path=str(REPO / "docs" / "dashboard.png"), full_page=False)
         finally:
             browser.close()
+
+
+def _pick(page, label: str, option: str) -> None:
+    """Choose ``option`` in the selectbox labeled ``label`` (a BaseWeb combobox)."""
+    page.get_by_role("combobox", name=label, exact=True).click()
+    page.get_by_role("option", name=option, exact=True).click()
+    _wait_idle(page)
+
+
+def test_what_if_error_is_plain_text_in_the_browser(server):
+    """Several degrees changed in the What-if tab, then a node count they do not divide:
+    the error names the widget and shows "tp*pp*cp" as typed (Markdown would italicize it)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox",
+                                                                        "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1700})
+            page.goto(server)
+            page.get_by_text("plans considered").wait_for(timeout=180_000)
+            _wait_idle(page)
+            assert page.get_by_role("heading", level=1, name=re.compile(r"^GPT-3 13B on 32 x a100")).count() == 1
+            page.get_by_role("tab", name="What-if").click()
+            _wait_idle(page)
+            _pick(page, "Tensor parallel (tp)", "8")
+            _pick(page, "Pipeline stages (pp)", "4")
+            assert page.get_by_role("combobox", name="Data parallel (dp)", exact=True).input_value() == "1"
+            assert page.get_by_text("ZeRO stage moved from").count() == 1  # ZeRO needs dp > 1
+            nodes = page.get_by_role("spinbutton", name="Nodes (× 8 GPUs)")
+            nodes.fill("3")
+            nodes.press("Enter")
+            _wait_idle(page)
+            error = page.locator('[data-testid="stAlertContentError"]')
+            assert error.count() == 1
+            text = error.inner_text()
+            assert text.startswith("Nodes: 3 nodes x 8 GPUs = 24 GPUs"), text
+            assert "tp*pp*cp = 8*4*1 = 32" in text, text
+            assert error.locator("em").count() == 0
+        finally:
+            browser.close()

@@ -11,6 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -186,3 +187,33 @@ def _chdir(path):
         yield
     finally:
         os.chdir(old)
+
+
+PLAN = ["plan", "--model", "tiny-gpt", "--hardware", "cpu-host", "--gpus", "2", "--global-batch", "16",
+        "--top-k", "1", "--workers", "1"]
+
+
+@pytest.mark.parametrize("flag", ["--sequence-parallel", "--tp-inside-node"])
+@pytest.mark.parametrize("value", ["yes", "no", "on", "1", "true,maybe"])
+def test_cli_boolean_flags_take_true_or_false_only(flag, value):
+    code, out, err = run_cli(PLAN + [flag, value])
+    bad = value.split(",")[-1]
+    assert (code, out) == (2, "") and err == f"error: {flag}: expected true or false, got {bad!r}\n"
+
+
+def test_cli_boolean_flags_accept_true_and_false():
+    code, _, err = run_cli(PLAN + ["--sequence-parallel", "False", "--tp-inside-node", "true,false", "--json"])
+    assert code == 0, err
+
+
+def test_cli_duplicate_scenario_key_is_one_line(tmp_path):
+    text = (ROOT / "examples" / TINY).read_text() + "  dp: 2\n"
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    for command in ("validate", "simulate"):
+        code, out, err = run_cli([command, str(path)])
+        assert (code, out) == (2, "") and err.startswith(f"error: {path}: duplicate key 'dp' (line ")
+        assert err.count("\n") == 1
+    code, out, err = run_cli(["plan", "--model", str(path), "--hardware", "cpu-host", "--gpus", "2",
+                              "--global-batch", "16"])
+    assert (code, out) == (2, "") and err.startswith(f"error: --model: {path}: duplicate key 'dp' (line ")

@@ -148,3 +148,35 @@ def test_cli_calibrate_needs_a_profile_with_from_runs(tmp_path, capsys):
     code = main(["calibrate", "--from-runs", str(tmp_path / "x.csv"), "--out", str(tmp_path / "o.yaml")])
     assert code == 2
     assert "--hardware PROFILE is required" in capsys.readouterr().err
+
+
+def test_a_fit_reports_progress_with_its_totals(truth_profile):
+    from simplan.calibrate.fit import evaluations
+
+    runs = synthetic_runs()[::4]
+    seen = []
+    with Predictor(runs) as predict:
+        measured = with_times(runs, predict(truth_profile))
+        fit_profile(measured, load_hardware("a100-sxm-vtrain"), ("matmul_efficiency",),
+                    fitted_rows=list(range(len(runs))), held_out_rows=[], predictor=predict, max_iterations=3,
+                    coarse_rounds=1, progress=lambda *a: seen.append(a))
+    coarse, most = evaluations(1, 1, 3)
+    assert [s for s in seen if s[0] == "coarse search"] == [("coarse search", k, coarse) for k in range(1, coarse + 1)]
+    squares = [s for s in seen if s[0] == "least squares"]
+    assert {s[2] for s in squares} == {most} and squares[-1] == ("least squares", most, most)
+    assert all(a[1] <= b[1] for a, b in zip(squares, squares[1:]))  # never goes back
+
+
+def test_without_a_terminal_progress_is_a_log_line_with_the_time_left(monkeypatch):
+    from simplan.calibrate import command
+
+    clock = iter([0.0, 10.0, 40.0, 41.0, 100.0, 130.0])  # entered, 4 passes of one phase, 1 of the next
+    monkeypatch.setattr(command.time, "monotonic", lambda: next(clock))
+    lines = []
+    with command.fit_progress(False, lines.append) as progress:
+        for done in (1, 2, 3, 4):
+            progress("coarse search", done, 4)
+        progress("least squares", 1, 3)
+    assert lines == ["calibrate: coarse search 2/4 simulator passes, 40s elapsed, ~40s left",
+                     "calibrate: coarse search 4/4 simulator passes, 1m40s elapsed",
+                     "calibrate: least squares 1/3 simulator passes, 30s elapsed, ~1m00s left"]

@@ -193,14 +193,17 @@ def test_unknown_device_is_a_user_error(capsys, tmp_path):
 
 def test_cpu_calibration_writes_a_profile_the_simulator_loads(tmp_path):
     out = tmp_path / "local.yaml"
+    # the profile's content is tested here, not the host's quiet: a shared 2-core machine's
+    # scatter is allowed (the refusal has its own tests, with a fake clock)
     try:
-        calibration = cal.calibrate_local(out, log=lambda _: None)
+        calibration = cal.calibrate_local(out, log=lambda _: None, allow_noisy=True)
     except SimplanError as e:
         # a shared 2-core machine can be too noisy for one collective's line fit (the
         # calibration then refuses, as it should); measure once more before failing
         if "the host is too busy to measure" not in str(e):
             raise
-        calibration = cal.calibrate_local(out, log=lambda _: None)
+        calibration = cal.calibrate_local(out, log=lambda _: None, allow_noisy=True)
+    assert calibration["worst_scatter"]["repeats"] > 1 and calibration["max_scatter_cv"] == cal.MAX_SCATTER_CV
     p = load_hardware(str(out))
     assert p.name == "local" and p.fabric == "host" and set(p.peak_flops_per_s) == {"fp32"}
     assert p.dtensor_op_overhead_s > 0 and "fake 2-rank process group" in p.sources["software.dtensor_op_overhead_us"]
@@ -229,3 +232,96 @@ def test_ranks_measuring_at_once_are_charged_at_the_slowest_ones_pace():
     assert cal._slowest([fast, slow]) == {"per_op_s": 2e-5, "optimizer_s": 2e-3, "rate_flops_per_s": 5e10,
                                           "raw_half_flops": 3e5, "elementwise_bytes_per_s": 1.1e10,
                                           "model_fwd_bwd_s": 0.3}
+
+
+# --- torch.profiler's C-level noise, and a busy host (issue 15) ---------------------------------
+
+def test_the_in_model_matmul_measurement_prints_no_profiler_lines(capfd):
+    # kineto writes "USDT: ... profiler_start / profiler_stop" to fd 2 at every profile()
+    cal.bench_model_matmul("tiny-gpt", hiddens=(64,), iters=1)
+    out, err = capfd.readouterr()
+    assert "USDT" not in out + err and "profiler_st" not in out + err
+
+
+def test_quiet_c_output_hides_file_descriptor_writes_and_keeps_python_output(capfd):
+    import os
+    import sys
+
+    with cal.quiet_c_output():
+        os.write(1, b"C to stdout\n")
+        os.write(2, b"C to stderr\n")
+        print("python to stderr", file=sys.stderr)
+    os.write(2, b"after\n")
+    out, err = capfd.readouterr()
+    assert "C to" not in out + err
+    assert "python to stderr" in err and "after" in err
+
+
+def _scattering_clock(monkeypatch, durations):
+    """A fake _timeit clock: each timing takes the next of ``durations`` seconds."""
+    ticks = []
+    t = 0.0
+    for d in durations:
+        ticks += [t, t + d]
+        t += d + 1.0
+    it = iter(ticks)
+    monkeypatch.setattr(cal, "_clock", lambda: next(it))
+
+
+def test_timeit_keeps_the_scatter_of_its_repeats(monkeypatch):
+    _scattering_clock(monkeypatch, [1.0, 1.0, 1.0, 2.0, 1.0])
+    with cal.collect_scatter() as scatter:
+        assert cal._timeit(lambda: None, repeat=5, what="matmul n=512") == 1.0  # the median
+    (s,) = scatter
+    assert (s["what"], s["repeats"], s["max_over_min"]) == ("matmul n=512", 5, 2.0)
+    assert s["cv"] == pytest.approx(0.4472 / 1.2, rel=1e-3)  # stdev / mean
+    assert cal._scatter is None  # nothing is kept outside collect_scatter
+
+
+def _fake_host(monkeypatch, durations):
+    """calibrate_local's CPU path with one measurement timed by a fake clock."""
+    def measure_host(model_name, log, world):
+        _scattering_clock(monkeypatch, durations)
+        cal._timeit(lambda: None, repeat=len(durations), what="matmul n=512")
+        return {}
+
+    monkeypatch.setattr(cal, "measure_host", measure_host)
+    monkeypatch.setattr(cal, "host_profile", lambda base, m: replace(base, name="local"))
+
+
+def test_a_busy_host_is_refused_and_no_profile_is_written(monkeypatch, tmp_path):
+    _fake_host(monkeypatch, [1.0, 1.5, 1.0, 2.0, 1.1])
+    out = tmp_path / "local.yaml"
+    with pytest.raises(SimplanError, match=r"matmul n=512: 5 repeats scatter 3\d% \(cv; max/min 2.00\), above 15%: "
+                                           "the host is busy; rerun when idle or pass --allow-noisy"):
+        cal.calibrate_local(out, log=lambda _: None)
+    assert not out.exists()
+
+
+def test_the_command_exits_2_with_one_line_on_a_busy_host(monkeypatch, tmp_path, capsys):
+    _fake_host(monkeypatch, [1.0, 1.5, 1.0, 2.0, 1.1])
+    out = tmp_path / "local.yaml"
+    code = main(["calibrate", "--local", "--out", str(out)])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]  # after the progress log
+    assert code == 2 and len(errors) == 1 and "the host is busy" in errors[0] and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_a_noisy_host_may_be_allowed_with_a_warning(monkeypatch, tmp_path):
+    from simplan.execute.commands import calibrate_local_command
+
+    _fake_host(monkeypatch, [1.0, 1.5, 1.0, 2.0, 1.1])
+    out = tmp_path / "local.yaml"
+    logged = []
+    monkeypatch.setattr("simplan.execute.commands._log", logged.append)
+    calibration = calibrate_local_command(out, allow_noisy=True)
+    assert out.exists() and calibration["worst_scatter"]["what"] == "matmul n=512"
+    assert any(line.startswith("warning: matmul n=512: 5 repeats scatter") for line in logged)
+
+
+def test_a_quiet_host_writes_its_profile(monkeypatch, tmp_path):
+    _fake_host(monkeypatch, [1.0, 1.02, 0.99, 1.01, 1.0])
+    out = tmp_path / "local.yaml"
+    calibration = cal.calibrate_local(out, log=lambda _: None)
+    assert out.exists() and calibration["worst_scatter"]["cv"] < 0.02

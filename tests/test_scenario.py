@@ -179,3 +179,60 @@ def test_file_errors(tmp_path):
     listing.write_text("- 1\n- 2\n")
     assert "expected a mapping" in error_of(listing)
     assert "is a directory" in error_of(tmp_path)
+
+
+TINY_TEXT = """model: tiny-gpt
+hardware: cpu-host
+cluster:
+  nodes: 1
+  gpus_per_node: 2
+plan:
+  dp: 2
+  micro_batch: 4
+  global_batch: 16
+  precision: fp32
+"""
+
+
+@pytest.mark.parametrize("text, key, line", [
+    (TINY_TEXT + "  micro_batch: 2\n", "micro_batch", 11),      # inside a section
+    (TINY_TEXT + "hardware: a100-sxm-80gb\n", "hardware", 11),   # a section given twice
+    (TINY_TEXT.replace("  nodes: 1\n", "  nodes: 1\n  nodes: 2\n"), "nodes", 5),
+])
+def test_duplicate_yaml_keys_are_refused(tmp_path, text, key, line):
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    message = error_of(path)
+    assert message == f"{path}: duplicate key {key!r} (line {line})"
+
+
+def test_duplicate_keys_at_any_depth_and_in_json(tmp_path):
+    from simplan.scenario import parse_document
+
+    with pytest.raises(SimplanError, match=r"^f.yaml: duplicate key 'c' \(line 4\)$"):
+        parse_document("a:\n  b:\n    c: 1\n    c: 2\n", "f.yaml", is_json=False)
+    assert parse_document("a:\n  b:\n    c: 1\n  c: 2\n", "f.yaml", is_json=False) == {"a": {"b": {"c": 1}, "c": 2}}
+    d = yaml.safe_load(TINY_TEXT)
+    path = tmp_path / "dup.json"
+    path.write_text(json.dumps(d)[:-1] + ', "plan": {"dp": 2}}')
+    assert error_of(path) == f"{path}: duplicate key 'plan' (each key once per mapping)"
+    path.write_text(json.dumps(d).replace('"dp": 2', '"dp": 2, "dp": 1'))
+    assert "duplicate key 'dp'" in error_of(path)
+
+
+@pytest.mark.parametrize("value", ["yes", "'yes'", "on", "no", "off", "Y", '"true"'])
+def test_booleans_are_true_or_false_only(tmp_path, value):
+    # YAML 1.1 reads yes/on/no/off as booleans: a scenario file takes true and false only
+    path = tmp_path / "s.yaml"
+    path.write_text(TINY_TEXT + f"  sequence_parallel: {value}\n")
+    message = error_of(path)
+    assert "plan.sequence_parallel: expected true or false, got '" in message
+    path.write_text(TINY_TEXT.replace("model: tiny-gpt\n", f"model:\n  preset: tiny-gpt\n  flash_attention: {value}\n"))
+    assert "model.flash_attention: expected true or false" in error_of(path)
+
+
+def test_yaml_true_and_false_still_read_as_booleans(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(TINY_TEXT + "  sequence_parallel: false\n  tp_inside_node: True\n")
+    s = load_scenario(path)
+    assert s.plan.sequence_parallel is False and s.plan.tp_inside_node is True

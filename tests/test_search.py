@@ -126,3 +126,16 @@ def test_cli_table_and_errors(capsys):
     assert main(PLAN + ["--tp", "3"]) == 2
     assert "--tp 3" in capsys.readouterr().err
     assert main(PLAN + ["--tp", "x"]) == 2
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_simulation_budget_stops_after_the_plan_that_spends_it(workers):
+    # plan i is simulated when plans 0..i-1 took fewer events together: the same whatever the workers
+    cluster = cluster_from_flags("a100-sxm-80gb", 8)
+    one = search(GPT2, cluster, 16, top_k=6, workers=workers, sim_budget_events=1)
+    assert one.simulated == len(one.plans) == 1
+    assert any("simulation budget" in note and "--sim-budget" in note for note in one.notes)
+    two = search(GPT2, cluster, 16, top_k=6, workers=workers, sim_budget_events=one.plans[0][1].events + 1)
+    assert two.simulated == 2 and one.plans[0][0].plan in [s.plan for s, _ in two.plans]
+    with pytest.raises(SimplanError, match="--sim-budget"):
+        search(GPT2, cluster, 16, sim_budget_events=0)

@@ -210,7 +210,7 @@ def test_same_scenario_and_seed_same_result_to_the_last_bit(kw):
 @pytest.mark.parametrize("plan", PLANS)
 def test_one_replica_stands_for_all_when_ranks_are_identical(plan):
     sc = scenario(plan)
-    one = simulate(sc, replicas=1)
+    one = simulate(sc, replicas=1, fold=False)  # the symmetry alone (folding: test_sim_fold.py)
     full = simulate(sc, replicas=sc.plan.dp)
     assert full.step_time_s == pytest.approx(one.step_time_s, rel=1e-12)
     assert full.breakdown_s == pytest.approx(one.breakdown_s, rel=1e-9, abs=1e-15)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from simplan.calibrate.fit import FREE_PARAMETERS, SINGLE_NODE_PARAMETERS, fit_profile, split_rows
+from simplan.calibrate.fit import FREE_PARAMETERS, SINGLE_NODE_PARAMETERS, evaluations, fit_profile, split_rows
 from simplan.calibrate.predict import Predictor
 from simplan.calibrate.profile import figures, calibrated_profile
 from simplan.calibrate.runs import NODE_GPUS, read_runs
@@ -18,10 +20,51 @@ DEFAULT_PARAMETERS = ("matmul_efficiency", "matmul_half_flops", "memory_efficien
 bandwidth efficiency of NVLink and NIC collectives (latencies stay at their sources)."""
 
 
+COARSE_ROUNDS = 2
+"""Rounds of fit_profile's coarse grid search before least squares (its default)."""
+
+
 def default_parameters(runs) -> tuple[str, ...]:
     if any(r.gpus > NODE_GPUS for r in runs):
         return DEFAULT_PARAMETERS
     return SINGLE_NODE_PARAMETERS
+
+
+LOG_EVERY_S = 30.0
+"""Without a terminal, a progress line (done, total, time left) at most this often."""
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+@contextmanager
+def fit_progress(terminal: bool, log):
+    """A ``progress(phase, done, total)`` callback: on a terminal a rich bar per phase with
+    the total, elapsed and remaining time on stderr; otherwise a ``log`` line with the same
+    numbers at most every LOG_EVERY_S seconds and when a phase ends."""
+    if terminal:
+        from simplan.report.table import progress_bar
+
+        with progress_bar(True, eta=True) as update:
+            yield update
+        return
+    started: dict[str, float] = {}
+    last_call = last_line = time.monotonic()
+
+    def line(phase: str, done: int, total: int) -> None:
+        nonlocal last_call, last_line
+        now = time.monotonic()
+        t0 = started.setdefault(phase, last_call)  # a phase starts where the one before it ended
+        last_call = now
+        if done < total and now - last_line < LOG_EVERY_S:
+            return
+        last_line = now
+        left = f", ~{_duration((now - t0) / done * (total - done))} left" if 0 < done < total else ""
+        log(f"calibrate: {phase} {done}/{total} simulator passes, {_duration(now - t0)} elapsed{left}")
+
+    yield line
 
 
 def calibrate_from_runs(csv_paths, hardware: str, out: str | Path, *,
@@ -60,11 +103,13 @@ def calibrate_from_runs(csv_paths, hardware: str, out: str | Path, *,
         def log(line: str) -> None:
             print(line, file=sys.stderr, flush=True)
     names = ", ".join(files)
+    coarse, most = evaluations(len(params), COARSE_ROUNDS, max_iterations)
     log(f"calibrate: {len(runs)} rows of {names}; fitting {', '.join(params)} on {len(fitted_rows)}, "
-        f"holding out {len(held_out)}")
-    with Predictor(runs, processes=processes) as predictor:
+        f"holding out {len(held_out)}; {coarse} coarse-search passes, then at most {most} least-squares passes")
+    with Predictor(runs, processes=processes) as predictor, fit_progress(sys.stderr.isatty(), log) as progress:
         fit = fit_profile(runs, base, params, fitted_rows=fitted_rows, held_out_rows=held_out,
-                          predictor=predictor, max_iterations=max_iterations, log=log)
+                          predictor=predictor, max_iterations=max_iterations, coarse_rounds=COARSE_ROUNDS,
+                          log=log, progress=progress)
     per_file = {}
     for name, info in files.items():
         lo, hi = info["first"], info["first"] + info["rows"]

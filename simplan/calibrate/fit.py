@@ -70,6 +70,15 @@ COARSE_GRID = (0.0, 0.02, 0.05, 0.1, 0.2, 0.4, 0.7, 1.0)
 """Normalized values the coarse search tries per parameter."""
 
 
+def evaluations(n_parameters: int, coarse_rounds: int, max_iterations: int) -> tuple[int, int]:
+    """(coarse search, least squares) simulator passes of a fit: exactly 1 + rounds x
+    parameters x grid values (the start, then each grid value), then at most ``max_iterations`` x (1 + parameters) (each
+    iteration: the point and a forward difference per parameter) plus the final pass
+    over every row."""
+    coarse = 1 + coarse_rounds * n_parameters * len(COARSE_GRID)
+    return coarse, max_iterations * (1 + n_parameters) + 1
+
+
 def _coarse_start(objective, u0: np.ndarray, rounds: int) -> np.ndarray:
     """Coordinate search over ``COARSE_GRID``: each parameter in turn takes the grid
     value (or keeps its own) with the smallest sum of squared residuals. The simulator
@@ -140,7 +149,7 @@ def fit_profile(runs: list[MeasuredRun], profile: HardwareProfile,
                 parameters: tuple[str, ...] = SINGLE_NODE_PARAMETERS, *, fitted_rows: list[int] | None = None,
                 held_out_rows: list[int] | None = None, processes: int = 2, max_iterations: int = 12, coarse_rounds: int = 2,
                 predictor: Predictor | None = None, log=None,
-                bounds: dict[str, tuple[float, float]] | None = None) -> FitResult:
+                bounds: dict[str, tuple[float, float]] | None = None, progress=None) -> FitResult:
     """Fit ``parameters`` of ``profile`` on ``fitted_rows`` of ``runs`` (default: the
     first half of :func:`split_rows`) and predict every row with the result.
 
@@ -150,6 +159,8 @@ def fit_profile(runs: list[MeasuredRun], profile: HardwareProfile,
     ``predictor``: a ready :class:`Predictor` over ``runs`` (saves starting a pool).
     ``log``: a callable taking one progress line (e.g. ``print`` to stderr).
     ``bounds``: narrower (lower, upper) of some parameters than FREE_PARAMETERS' own.
+    ``progress``: ``progress(phase, done, total)`` after each simulator pass; phases
+    "coarse search" (exact total) and "least squares" (an upper bound, completed at the end).
     """
     require(len(parameters) > 0, "calibrate: no parameters to fit")
     unknown = [p for p in parameters if p not in FREE_PARAMETERS]
@@ -179,6 +190,14 @@ def fit_profile(runs: list[MeasuredRun], profile: HardwareProfile,
     if own:
         predictor = Predictor(runs, processes=processes)
     calls = [0]
+    totals = dict(zip(("coarse search", "least squares"), evaluations(len(parameters), coarse_rounds, max_iterations)))
+    phase = ["coarse search", 0]
+
+    def tick() -> None:
+        phase[1] += 1
+        if progress is not None:
+            name = phase[0]
+            progress(name, min(phase[1], totals[name]), totals[name])
 
     def to_values(u: np.ndarray) -> dict[str, float]:
         x = lo + np.clip(u, 0.0, 1.0) * (hi - lo)
@@ -193,6 +212,7 @@ def fit_profile(runs: list[MeasuredRun], profile: HardwareProfile,
             shown = ", ".join(f"{p}={v / FREE_PARAMETERS[p].unit:.4g}{FREE_PARAMETERS[p].unit_name}"
                               for p, v in values.items())
             log(f"  eval {calls[0]} ({len(rows)} rows): MAPE {np.mean(np.abs(np.expm1(res))):.4f}  {shown}")
+        tick()
         return res
 
     cache: dict[bytes, np.ndarray] = {}
@@ -219,11 +239,14 @@ def fit_profile(runs: list[MeasuredRun], profile: HardwareProfile,
 
     try:
         u = _coarse_start(lambda v: residuals(v, coarse_rows), u0, coarse_rounds)
+        phase[:] = ["least squares", 0]
         sol = least_squares(cached, u, jac=jacobian, bounds=(np.zeros_like(u0), np.ones_like(u0)), method="trf",
                             x_scale=1.0, max_nfev=max_iterations, xtol=1e-4, ftol=1e-5)
         values = to_values(sol.x)
         fitted = set_parameters(profile, values)
         predicted = predictor(fitted)
+        if progress is not None:  # least squares may converge before its bound
+            progress("least squares", totals["least squares"], totals["least squares"])
     finally:
         if own:
             predictor.close()

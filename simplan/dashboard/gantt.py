@@ -29,9 +29,7 @@ PHASES = {"F": "forward", "B": "backward", "I": "backward (input)", "W": "backwa
 """Schedule action letters (simplan.sim.schedules) to block kinds."""
 KINDS = ("forward", "backward", "backward (input)", "backward (weights)", "recompute", "optimizer", "bubble",
          "tp comm", "cp comm", "ep comm", "pp comm", "dp comm")
-"""Every block kind, in legend order."""
-COLORS = ("#4c78a8", "#f58518", "#ff9d3c", "#e45756", "#54a24b", "#b279a2", "#d8d8d8",
-          "#72b7b2", "#9d755d", "#bab0ac", "#eeca3b", "#ff9da6")
+"""Every block kind, in legend order (colours: ``simplan.dashboard.palette``)."""
 _STEP = re.compile(r"^([A-Z])(\d+)\.c(\d+)$")
 _UNIT = re.compile(r"^replica (\d+) stage (\d+)$")
 COLUMNS = ("replica", "stage", "lane", "kind", "microbatch", "chunk", "start_ms", "end_ms", "events")

@@ -5,6 +5,7 @@ the planner simulated them."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -48,6 +49,34 @@ def request(model: dict, hardware: str, nodes: int, gpus_per_node: int, global_b
     """What the sidebar asks the planner (a plain dict: the cache key)."""
     return {"model": model, "hardware": hardware, "cluster": {"nodes": nodes, "gpus_per_node": gpus_per_node},
             "global_batch": global_batch}
+
+
+_FAMILY_TITLES = {"llama": "Llama", "gpt": "GPT", "mixtral": "Mixtral", "bert": "BERT", "vit": "ViT",
+                  "resnet": "ResNet"}
+_PRESET = re.compile(r"^(" + "|".join(_FAMILY_TITLES) + r")(\d*)-(.+)$")
+
+
+def model_title(model: dict) -> str:
+    """A request's model as people write it: preset "llama3-70b" -> "Llama-3 70B", a custom
+    model by its family and size."""
+    if "preset" in model:
+        name = model["preset"]
+        m = _PRESET.match(name)
+        if m is None:
+            return name
+        family, version, rest = m.groups()
+        size = rest[:-1] + "B" if re.fullmatch(r"[\d.x]+b", rest) else rest
+        if family == "vit" or size == "xl":
+            size = size.upper()
+        title = _FAMILY_TITLES[family] + (f"-{version}" if version else "")
+        return f"{title}-{size}" if family == "resnet" else f"{title} {size}"
+    return f"custom {model.get('family', 'model')} ({model.get('layers', '?')} layers, hidden {model.get('hidden', '?')})"
+
+
+def heading(req: dict) -> str:
+    """The page heading for a request: "Llama-3 70B on 512 x h100-sxm-80gb"."""
+    c = req["cluster"]
+    return f"{model_title(req['model'])} on {c['nodes'] * c['gpus_per_node']} x {req['hardware']}"
 
 
 def run_planner(req: dict, *, top_k: int = 16, workers: int | None = None,

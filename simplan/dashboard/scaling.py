@@ -6,8 +6,15 @@ from __future__ import annotations
 import copy
 from typing import Callable
 
+import pandas as pd
+
+from simplan.dashboard.plan_edit import plain
 from simplan.dashboard.planner import plan_label
 from simplan.errors import SimplanError
+
+COLUMNS = ("gpus", "nodes", "mode", "global_batch", "plan", "tokens_per_s", "mfu_pct", "step_time_s", "error")
+"""The sweep table the page shows: MFU in percent, as everywhere on the page."""
+
 
 def node_counts(nodes: int) -> list[int]:
     """Powers of two from a quarter to four times ``nodes`` (at least one node), and ``nodes``."""
@@ -57,3 +64,11 @@ def scaling_rows(req: dict, counts: list[int], planner: Callable, *,
     if progress is not None:
         progress(1.0, "done")
     return rows
+
+
+def scaling_frame(rows: list[dict]) -> pd.DataFrame:
+    """The rows of :func:`scaling_rows` as the page's table: ``COLUMNS``, MFU in percent."""
+    df = pd.DataFrame(rows)
+    df["mfu_pct"] = [None if m is None else 100 * m for m in df["mfu"]]
+    df["error"] = [plain(e) if e else e for e in df["error"]]  # in the page's words
+    return df[list(COLUMNS)]

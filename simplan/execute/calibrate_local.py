@@ -66,6 +66,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -96,6 +97,77 @@ GPU_PROFILES = (("H200", "h200-sxm-141gb"), ("H100", "h100-sxm-80gb"), ("B200", 
 """Substring of ``torch.cuda.get_device_name()`` -> shipped profile, first match wins."""
 
 
+MAX_SCATTER_CV = 0.15
+"""Repeats of one microbenchmark that scatter more than this (coefficient of variation,
+stdev / mean) mean other work shared the cores or the GPU while it was timed: the median
+is then a sample of the load, not of the hardware, and a profile built on it makes
+predictions worse (issue 15). Repeats of a few milliseconds each agree within a few
+percent on an idle host."""
+
+_clock = time.perf_counter
+"""The timer of ``_timeit`` (tests replace it with a fake one)."""
+_scatter: list[dict] | None = None
+"""The scatter of each ``_timeit`` while :func:`collect_scatter` is open (None: not kept)."""
+
+
+@contextmanager
+def collect_scatter():
+    """Keep the scatter of every ``_timeit`` of this process in the yielded list."""
+    global _scatter
+    outer, _scatter = _scatter, []
+    try:
+        yield _scatter
+    finally:
+        _scatter = outer
+
+
+def worst_scatter(records: list[dict]) -> dict | None:
+    """The measurement whose repeats scatter most (by coefficient of variation)."""
+    return max(records, key=lambda r: r["cv"], default=None)
+
+
+def noisy_message(worst: dict) -> str:
+    return (f"{worst['what']}: {worst['repeats']} repeats scatter {worst['cv']:.0%} (cv; max/min "
+            f"{worst['max_over_min']:.2f}), above {MAX_SCATTER_CV:.0%}: the host is busy; rerun when idle "
+            "or pass --allow-noisy")
+
+
+@contextmanager
+def quiet_c_output():
+    """Send what C and C++ code writes to file descriptors 1 and 2 to /dev/null: torch.profiler's
+    kineto logs ``USDT: ... profiler_start`` and ``profiler_stop`` lines there at every
+    ``profile()`` (torch 2.13 on CPU; ~40 per calibration). Python's own output (warnings,
+    log lines) keeps its destination: a ``sys`` stream on fd 1 or 2 writes to a copy of it."""
+    streams = {"stdout": sys.stdout, "stderr": sys.stderr}
+    for stream in streams.values():
+        stream.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for (name, stream), fd in zip(streams.items(), (1, 2)):
+            if _fileno(stream) == fd:
+                setattr(sys, name, open(saved[fd], "w", buffering=1, closefd=False, encoding=stream.encoding,
+                                        errors=stream.errors))
+            os.dup2(null, fd)
+        yield
+    finally:
+        for name, stream in streams.items():
+            if getattr(sys, name) is not stream:
+                getattr(sys, name).close()  # flushes; the saved descriptor stays open
+                setattr(sys, name, stream)
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(null)
+
+
+def _fileno(stream) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return None
+
+
 def _sync(device: str) -> None:
     if device == "cuda":
         import torch
@@ -103,19 +175,25 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _timeit(fn, repeat: int, inner: int = 1, device: str = "cpu") -> float:
+def _timeit(fn, repeat: int, inner: int = 1, device: str = "cpu", what: str = "") -> float:
     """Median seconds of ``fn()`` over ``repeat`` timings of ``inner`` calls each; on a GPU
     the stream is drained before and after each timing (the calls themselves run back to
-    back, as a training step issues them)."""
+    back, as a training step issues them). Under :func:`collect_scatter` the scatter of the
+    repeats is kept, named ``what``."""
     fn()
     _sync(device)
     samples = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = _clock()
         for _ in range(inner):
             fn()
         _sync(device)
-        samples.append((time.perf_counter() - t0) / inner)
+        samples.append((_clock() - t0) / inner)
+    if _scatter is not None and repeat > 1:
+        mean = statistics.fmean(samples)
+        _scatter.append({"what": what or getattr(fn, "__name__", "a measurement"), "repeats": repeat,
+                         "cv": statistics.stdev(samples) / mean if mean > 0 else 0.0,
+                         "max_over_min": max(samples) / min(samples) if min(samples) > 0 else float("inf")})
     return statistics.median(samples)
 
 
@@ -178,7 +256,8 @@ def bench_matmul(device: str = "cpu", sizes=CPU_MATMUL_SIZES, dtype=None) -> lis
         flops = 2.0 * n**3
         # enough calls for ~2 ms of work at 1 GFLOP/s (CPU) or 500 TFLOP/s (GPU)
         inner = max(3, min(200, int(2e-3 * (5e14 if device == "cuda" else 1e9) / flops)))
-        t = _timeit(lambda: torch.mm(a, b), repeat=5 if device == "cuda" else 7, inner=inner, device=device)
+        t = _timeit(lambda: torch.mm(a, b), repeat=5 if device == "cuda" else 7, inner=inner, device=device,
+                    what=f"matmul n={n}")
         rows.append({"n": n, "flops": flops, "time_s": t})
         del a, b
     return rows
@@ -190,7 +269,7 @@ def bench_launch_gap(device: str = "cpu", calls: int = 2000) -> float:
     import torch
 
     x = torch.zeros(1, device=device)
-    return _timeit(lambda: x.add_(1.0), repeat=5, inner=calls, device=device)
+    return _timeit(lambda: x.add_(1.0), repeat=5, inner=calls, device=device, what="launch gap")
 
 
 def bench_stream() -> float:
@@ -199,7 +278,7 @@ def bench_stream() -> float:
 
     n = STREAM_BYTES // 4
     x, y, z = torch.randn(n), torch.randn(n), torch.empty(n)
-    t = _timeit(lambda: torch.add(x, y, out=z), repeat=7)
+    t = _timeit(lambda: torch.add(x, y, out=z), repeat=7, what="stream add")
     return 3 * STREAM_BYTES / t
 
 
@@ -210,7 +289,7 @@ def bench_copy(device: str = "cuda", nbytes: int = GPU_COPY_BYTES) -> float:
     src = torch.empty(nbytes, dtype=torch.uint8, device=device)
     src.fill_(1)
     dst = torch.empty_like(src)
-    t = _timeit(lambda: dst.copy_(src), repeat=5, inner=5, device=device)
+    t = _timeit(lambda: dst.copy_(src), repeat=5, inner=5, device=device, what="copy")
     return 2 * nbytes / t
 
 
@@ -231,12 +310,12 @@ def bench_elementwise(device: str = "cpu", overhead_s: float = 0.0, shape=None, 
     big = torch.randn(*shape, device=device, dtype=dtype)
     ln = torch.nn.LayerNorm(shape[-1], device=device, dtype=dtype)
     size = big.numel() * big.element_size()
-    cases = [(lambda: F.gelu(big, approximate="tanh"), 2 * size), (lambda: ln(big), 2 * size),
-             (lambda: big + big, 3 * size)]
+    cases = [("GeLU", lambda: F.gelu(big, approximate="tanh"), 2 * size), ("LayerNorm", lambda: ln(big), 2 * size),
+             ("add", lambda: big + big, 3 * size)]
     rates = []
     with torch.no_grad():
-        for fn, nbytes in cases:
-            t = _timeit(fn, repeat=7, inner=5 if cuda else 1, device=device) - overhead_s
+        for name, fn, nbytes in cases:
+            t = _timeit(fn, repeat=7, inner=5 if cuda else 1, device=device, what=name) - overhead_s
             rates.append((nbytes, t))
     if combine == "total":
         return sum(b for b, _ in rates) / sum(t for _, t in rates)
@@ -283,8 +362,8 @@ def bench_framework(model_name: str, device: str = "cpu", dtype=None) -> dict:
         opt.zero_grad(set_to_none=False)
 
     fwd_bwd()
-    t_model = _timeit(fwd_bwd, repeat=15, inner=5, device=device)
-    t_opt = _timeit(step, repeat=15, inner=5, device=device)
+    t_model = _timeit(fwd_bwd, repeat=15, inner=5, device=device, what="forward+backward at hidden 8")
+    t_opt = _timeit(step, repeat=15, inner=5, device=device, what="optimizer step")
     kernels = _graph_kernels(spec)
     how = (f"{model_name} structure at hidden 8, 4 tokens: forward+backward {t_model * 1e3:.2f} ms over the "
            f"{kernels} kernels the simulator charges for it")
@@ -334,14 +413,16 @@ def bench_model_matmul(model_name: str, hiddens=MODEL_MATMUL_HIDDEN, tokens=MODE
 
             for _ in range(3):
                 fwd_bwd()
-            with profile(activities=[ProfilerActivity.CPU], with_flops=True, record_shapes=True) as prof:
+            with quiet_c_output(), profile(activities=[ProfilerActivity.CPU], with_flops=True,
+                                           record_shapes=True) as prof:
                 for _ in range(iters):
                     fwd_bwd()
             for e in prof.key_averages(group_by_input_shape=True):
                 if e.key in ("aten::mm", "aten::addmm", "aten::bmm") and e.count and e.flops:
                     key = (hidden, seq, e.key, str(e.input_shapes))
                     points[key] = [e.flops / e.count, e.self_cpu_time_total * 1e-6 / e.count]
-            model_s += _timeit(fwd_bwd, repeat=3)  # the whole forward+backward, without the profiler
+            # the whole forward+backward, without the profiler
+            model_s += _timeit(fwd_bwd, repeat=3, what=f"forward+backward at hidden {hidden}")
     flops = [f for f, _ in points.values()]
     times = [t for _, t in points.values()]
     a, b = _fit_line(flops, times)
@@ -382,8 +463,9 @@ def _added_time(model_name: str, wrap, rounds: int) -> dict:
 
         diffs, plain_s, wrapped_s = [], [], []
         for _ in range(rounds):
-            plain_s.append(_timeit(fwd_bwd(plain), repeat=5, inner=3))
-            wrapped_s.append(_timeit(fwd_bwd(wrapped), repeat=5, inner=3))
+            plain_s.append(_timeit(fwd_bwd(plain), repeat=5, inner=3, what="forward+backward at hidden 8"))
+            wrapped_s.append(_timeit(fwd_bwd(wrapped), repeat=5, inner=3,
+                                     what="forward+backward at hidden 8, wrapped"))
             diffs.append(wrapped_s[-1] - plain_s[-1])
     finally:
         if own_group:
@@ -928,11 +1010,13 @@ def measure_accelerator(base, model_name: str, device: str = "cuda", log=print, 
 
 
 def calibrate_local(out: str | Path, model_name: str | None = None, base: str | None = None, device: str = "cpu",
-                    log=print, world: int = CONCURRENT_RANKS) -> dict:
+                    log=print, world: int = CONCURRENT_RANKS, allow_noisy: bool = False) -> dict:
     """Measure this host (``device="cpu"``) or its GPU 0 (``"cuda"``) and write a profile
     to ``out``; ``base`` supplies what no microbenchmark measures (default: cpu-host on a
     CPU, the shipped profile of the GPU's model on cuda). Returns the ``calibration``
-    section written. ``world`` (CPU): ranks the compute rates are measured under."""
+    section written. ``world`` (CPU): ranks the compute rates are measured under.
+    A measurement whose repeats scatter beyond MAX_SCATTER_CV is a SimplanError and
+    nothing is written, unless ``allow_noisy`` (then a warning)."""
     import torch
 
     from simplan.hardware.load import dump_hardware, load_hardware
@@ -947,14 +1031,21 @@ def calibrate_local(out: str | Path, model_name: str | None = None, base: str | 
         base = DEFAULT_BASE["cpu"] if device == "cpu" else stock_gpu_profile()
         log(f"base profile: {base}")
     profile = load_hardware(base)
-    if device == "cpu":
-        if world < 1:
-            raise SimplanError(f"calibrate --local: world (ranks busy while measuring) must be >= 1, got {world}")
-        calibrated = host_profile(profile, measure_host(model_name, log, world))
-    else:
-        calibrated = accelerator_profile(profile, measure_accelerator(profile, model_name, device, log))
-    calibrated = replace(calibrated, calibration={**calibrated.calibration,
-                                                 "wall_s": time.perf_counter() - t0})
+    if device == "cpu" and world < 1:
+        raise SimplanError(f"calibrate --local: world (ranks busy while measuring) must be >= 1, got {world}")
+    with collect_scatter() as scatter:
+        if device == "cpu":
+            measured = measure_host(model_name, log, world)
+        else:
+            measured = measure_accelerator(profile, model_name, device, log)
+    worst = worst_scatter(scatter)
+    if worst is not None and worst["cv"] > MAX_SCATTER_CV:
+        if not allow_noisy:
+            raise SimplanError(f"calibrate --local: {noisy_message(worst)}; no profile written")
+        log(f"warning: {noisy_message(worst)}; writing it anyway (allowed)")
+    calibrated = host_profile(profile, measured) if device == "cpu" else accelerator_profile(profile, measured)
+    calibrated = replace(calibrated, calibration={**calibrated.calibration, "wall_s": time.perf_counter() - t0,
+                                                 "worst_scatter": worst, "max_scatter_cv": MAX_SCATTER_CV})
     dump_hardware(calibrated, out)
     log(f"wrote {out} ({time.perf_counter() - t0:.1f} s)")
     return calibrated.calibration

@@ -56,26 +56,36 @@ def verify_command(scenarios: list[Path], hardware: str | None, steps: int, warm
     if rounds < 1:
         raise SimplanError(f"--rounds: must be at least 1, got {rounds}")
 
-    def progress(row: dict) -> None:
-        _log(f"{row['scenario']}: predicted {row['predicted_step_time_s']:.4g} s, measured "
-             f"{row['measured_step_time_s']:.4g} s ({100 * row['step_time_error']:+.1f}%), activations "
-             f"{100 * row['activation_error']:+.1f}%")
+    from simplan.report.table import progress_bar
 
-    summary = _guard(lambda: verify([str(p) for p in scenarios], opts, hardware, progress, rounds))
+    launches = len(scenarios) * rounds
+    done = 0
+    with progress_bar(sys.stderr.isatty(), eta=True) as bar:
+        def progress(row: dict) -> None:
+            nonlocal done
+            done += 1
+            _log(f"[{done}/{launches}] {row['scenario']}: predicted {row['predicted_step_time_s']:.4g} s, measured "
+                 f"{row['measured_step_time_s']:.4g} s ({100 * row['step_time_error']:+.1f}%), activations "
+                 f"{100 * row['activation_error']:+.1f}%")
+            if bar:
+                bar("verify (launches)", done, launches)
+
+        summary = _guard(lambda: verify([str(p) for p in scenarios], opts, hardware, progress, rounds))
     if out is not None:
         _write(out, summary)
     return summary
 
 
 def calibrate_local_command(out: Path, model: str | None = None, base: str | None = None,
-                            device: str = "cpu") -> dict:
-    """``simplan calibrate --local --out FILE [--device cpu|cuda] [--base PROFILE]``."""
+                            device: str = "cpu", allow_noisy: bool = False) -> dict:
+    """``simplan calibrate --local --out FILE [--device cpu|cuda] [--base PROFILE]``;
+    ``allow_noisy`` writes the profile even when repeated measurements scatter (--allow-noisy)."""
     require_torch()
     from simplan.execute.calibrate_local import calibrate_local
 
     if out.suffix not in (".yaml", ".yml", ".json"):
         raise SimplanError(f"--out: a profile file must end in .yaml, .yml or .json, got {out}")
-    return calibrate_local(out, model_name=model, base=base, device=device, log=_log)
+    return calibrate_local(out, model_name=model, base=base, device=device, log=_log, allow_noisy=allow_noisy)
 
 
 def _guard(fn):

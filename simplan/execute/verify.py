@@ -13,8 +13,6 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-import yaml
-
 from simplan.errors import SimplanError, read_text, require
 from simplan.execute.launch import RunOptions, run_plan
 
@@ -22,11 +20,12 @@ from simplan.execute.launch import RunOptions, run_plan
 def load_for_verify(path: str | Path, hardware: str | None = None):
     """The scenario at ``path``; ``hardware`` (a profile name or file), when given, replaces
     the scenario's profile (``--hardware hardware_profiles/local.yaml`` after calibration)."""
-    from simplan.scenario import load_scenario
+    from simplan.scenario import load_scenario, parse_document
 
     if hardware is None:
         return load_scenario(path)
-    data = yaml.safe_load(read_text(path, str(path), "scenario file"))
+    text = read_text(path, str(path), "scenario file")
+    data = parse_document(text, str(path), Path(path).suffix.lower() == ".json")
     if not isinstance(data, dict):
         raise SimplanError(f"{path}: expected a mapping with sections model, hardware, cluster, plan")
     data["hardware"] = hardware

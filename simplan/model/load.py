@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 from simplan.errors import SimplanError, require
 from simplan.model.graph import LayerGraph
+from simplan.model.hf import load_hf_config, resolve
 from simplan.model.presets import PRESETS
 from simplan.model.spec import FAMILIES, SPEC_FIELDS, ModelSpec
 
@@ -21,9 +23,12 @@ def model_names() -> list[str]:
 FULL_PRECISIONS = ("fp32", "tf32")
 
 
-def load_model(section: dict | str, where: str = "model", precision: str | None = None) -> ModelSpec:
-    """``section``: a preset name, or a mapping with an optional ``preset`` whose fields
-    the explicit ones override. Derived defaults (kv_heads = heads, ffn_hidden = 4 hidden
+def load_model(section: dict | str, where: str = "model", precision: str | None = None,
+               base_dir: str | Path | None = None) -> ModelSpec:
+    """``section``: a preset name, or a mapping with an optional ``preset`` or
+    ``hf_config`` (a Hugging Face config.json, relative to ``base_dir``, the scenario file's
+    folder, when it is there; see ``simplan.model.hf``) whose fields the explicit ones
+    override. Derived defaults (kv_heads = heads, ffn_hidden = 4 hidden
     for GeLU models, seq_len of a ViT) apply only to fields nobody set.
 
     ``precision``: the plan's, when known. A transformer trained in 16 or 8 bits (or at an
@@ -37,6 +42,7 @@ def load_model(section: dict | str, where: str = "model", precision: str | None 
         raise SimplanError(f"{where}: expected a preset name or a mapping, got {type(section).__name__}")
     fields = dict(section)
     preset = fields.pop("preset", None)
+    hf_config = fields.pop("hf_config", None)
     unknown = sorted(set(fields) - set(SPEC_FIELDS))
     require(not unknown, f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(SPEC_FIELDS)}")
     base: dict = {}
@@ -44,9 +50,14 @@ def load_model(section: dict | str, where: str = "model", precision: str | None 
         if not isinstance(preset, str) or preset not in PRESETS:
             raise SimplanError(f"{where}.preset: unknown preset {preset!r}; known: {', '.join(model_names())}")
         base = dict(PRESETS[preset], name=preset)
+    if hf_config is not None:
+        require(preset is None, f"{where}: give preset or hf_config, not both")
+        require(isinstance(hf_config, str) and hf_config != "",
+                f"{where}.hf_config: expected a path to a Hugging Face config.json, got {hf_config!r}")
+        base = load_hf_config(resolve(hf_config, base_dir), f"{where}.hf_config")
     merged = {**base, **fields}
-    if preset is not None and fields and "name" not in fields:
-        merged["name"] = f"{preset}+custom"
+    if (preset is not None or hf_config is not None) and fields and "name" not in fields:
+        merged["name"] = f"{base['name']}+custom"
     require("family" in merged, f"{where}.family: missing (one of {', '.join(FAMILIES)}), or give a preset")
     require(merged["family"] in FAMILIES,
             f"{where}.family: {merged['family']!r} is not one of {', '.join(FAMILIES)}")

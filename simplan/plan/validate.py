@@ -6,14 +6,81 @@ from simplan.errors import SimplanError
 from simplan.model.spec import ModelSpec
 from simplan.plan.plan import Plan
 
+# Sanity bounds (issue 15): far beyond any training run published, yet small enough that the
+# planner's enumeration and the engine's events stay bounded. A value past one is a typo (an
+# exponent, tokens where sequences belong), answered in a second instead of minutes of work.
+MAX_GPUS = 2**20
+"""1,048,576 GPUs: ~10x the largest clusters built (xAI Colossus ~100k-200k H100; Meta's
+two 24k-GPU clusters; Llama 3 405B trained on 16k H100s)."""
+MAX_GLOBAL_BATCH = 2**24
+"""16,777,216 sequences (images) per step: ~1000x LLM batches (GPT-3: 1,536 sequences; Llama 3
+405B: 16M tokens = 2,048 x 8,192) and ~100x the largest ImageNet batches (64k-128k images)."""
+MAX_SEQ_LEN = 2**24
+"""16,777,216 tokens per sequence: beyond the longest contexts trained (Llama 4 Scout: 10M)."""
+MAX_TOKENS_PER_STEP = 2**30
+"""~1.1e9 tokens per step: ~16x the largest published (DeepSeek-V3: 15,360 x 4,096 = 6.3e7)."""
+MAX_MICRO_BATCHES = 2**16
+"""65,536 micro-batches per pipeline per step (global batch / (dp x micro-batch)): the engine
+schedules events per micro-batch; published runs accumulate tens to a few thousand."""
+
+SCENARIO_NAMES = {"gpus": "cluster", "global_batch": "plan.global_batch", "seq_len": "model.seq_len",
+                  "micro_batches": "plan.micro_batch"}
+"""How scale_problems names its fields in a scenario (validate, simulate)."""
+FLAG_NAMES = {"gpus": "--gpus", "global_batch": "--global-batch", "seq_len": "--seq-len",
+              "micro_batches": "--micro-batch"}
+"""How scale_problems names its fields on the ``simplan plan`` command line."""
+
+
+def scale_problems(gpus: int, global_batch: int, seq_len: int, micro_batches: int | None = None, *,
+                   names: dict[str, str] = SCENARIO_NAMES) -> list[str]:
+    """Values beyond the sanity bounds above, one message each naming the field, the value
+    and the limit (empty if none). Pure arithmetic: call it before enumerating anything.
+    ``seq_len`` <= 0: a model without sequences (a CNN); ``micro_batches`` per pipeline per
+    step, None when unknown (the planner enumerates micro-batch sizes itself)."""
+    out: list[str] = []
+    if gpus > MAX_GPUS:
+        out.append(f"{names['gpus']}: {gpus} GPUs, above the limit of {MAX_GPUS:,} (2^20, ~10x the largest "
+                   "clusters built)")
+    tokens = global_batch * seq_len if 0 < seq_len <= MAX_SEQ_LEN else 0
+    if global_batch > MAX_GLOBAL_BATCH:
+        out.append(f"{names['global_batch']}: {global_batch} sequences per step, above the limit of "
+                   f"{MAX_GLOBAL_BATCH:,} (2^24){_tokens_hint(global_batch, seq_len)}")
+    elif tokens > MAX_TOKENS_PER_STEP:
+        out.append(f"{names['global_batch']}: {global_batch} sequences x seq_len {seq_len} = {_sci(tokens)} tokens "
+                   f"per step, above the limit of {_sci(MAX_TOKENS_PER_STEP)} (2^30)"
+                   f"{_tokens_hint(global_batch, seq_len)}")
+    elif micro_batches is not None and micro_batches > MAX_MICRO_BATCHES:
+        out.append(f"{names['micro_batches']}: {micro_batches} micro-batches per pipeline per step (global batch / "
+                   f"(dp x micro_batch)), above the limit of {MAX_MICRO_BATCHES:,} (2^16); raise micro_batch")
+    if seq_len > MAX_SEQ_LEN:
+        out.append(f"{names['seq_len']}: {seq_len} tokens, above the limit of {MAX_SEQ_LEN:,} (2^24, beyond the "
+                   "longest contexts trained, ~10M)")
+    return out
+
+
+def _sci(x: int) -> str:
+    return f"{x:.2g}".replace("e+0", "e").replace("e+", "e")
+
+
+def _tokens_hint(global_batch: int, seq_len: int) -> str:
+    """A hint when the global batch reads as tokens: a multiple of seq_len whose sequence
+    count is within the bounds."""
+    if not 0 < seq_len <= MAX_SEQ_LEN or global_batch % seq_len:
+        return ""
+    sequences = global_batch // seq_len
+    if sequences > MAX_GLOBAL_BATCH or sequences * seq_len > MAX_TOKENS_PER_STEP:
+        return ""
+    return f"; did you give tokens? {global_batch} tokens are {sequences} sequences of {seq_len}"
+
 
 def problems(plan: Plan, model: ModelSpec, gpus: int) -> list[str]:
     """All the reasons ``plan`` cannot run ``model`` on ``gpus`` GPUs (empty if none)."""
     p = plan
-    out: list[str] = []
+    divisible = p.global_batch % (p.dp * p.micro_batch) == 0
+    out = scale_problems(gpus, p.global_batch, model.seq_len, p.micro_batches if divisible else None)
     if p.gpus != gpus:
         out.append(f"plan: dp({p.dp}) * tp({p.tp}) * pp({p.pp}) * cp({p.cp}) = {p.gpus} != GPUs({gpus})")
-    if p.global_batch % (p.dp * p.micro_batch):
+    if not divisible:
         out.append(f"plan.global_batch: {p.global_batch} is not divisible by dp({p.dp}) * micro_batch({p.micro_batch})")
     if not model.is_transformer:
         if p.tp > 1:

@@ -33,6 +33,7 @@ simulator does (Kendall tau over a sample of plans).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -98,6 +99,20 @@ class Estimator:
         self.graph, self.cluster, self.hw = graph, cluster, cluster.profile
         self.units = graph_units(graph)
         self.n = len(self.units)
+        # transformer layers repeat: each unit's layers as indices into the distinct ones,
+        # costed once per table
+        index: dict = {}
+        self.distinct = []
+        self.unit_layers = []
+        for layers in self.units:
+            ids = []
+            for layer in layers:
+                key = _layer_key(layer)
+                if key not in index:
+                    index[key] = len(self.distinct)
+                    self.distinct.append(layer)
+                ids.append(index[key])
+            self.unit_layers.append(ids)
         kinds = [[layer.kind for layer in u] for u in self.units]
         self.head_unit = next((i for i, k in enumerate(kinds) if "head" in k), None)
         self.embedding_unit = next((i for i, k in enumerate(kinds) if "embedding" in k), None)
@@ -110,6 +125,7 @@ class Estimator:
         self._held: dict = {}
         self._comms: dict = {}
         self._memory: dict = {}
+        self._cp: dict = {}
 
     # ------------------------------------------------------------------ per-unit tables
     def table(self, plan: Plan) -> tuple[np.ndarray, np.ndarray]:
@@ -128,13 +144,10 @@ class Estimator:
         # and the attention layer's forward/backward compute (what cp exchanges hide behind)
         extras = np.zeros((5, self.n))
         variants = {rc: replace(p, recompute=rc) for rc in ("none", "selective", "full")}
-        seen: dict = {}  # transformer layers repeat: cost each distinct layer once
-        for u, layers in enumerate(self.units):
-            for layer in layers:
-                key = _layer_key(layer)
-                if key not in seen:
-                    seen[key] = self._layer_columns(layer, p, variants, act)
-                col, ex = seen[key]
+        costed = [self._layer_columns(layer, p, variants, act) for layer in self.distinct]
+        for u, ids in enumerate(self.unit_layers):
+            for i in ids:
+                col, ex = costed[i]
                 rows[:, u] += col
                 extras[1, u] = max(extras[1, u], ex[1])
                 extras[2:, u] += ex[2:]
@@ -448,6 +461,13 @@ class Estimator:
         return self.hw.intra_latency_s + nbytes / self.intra_bps
 
     def _cp_exposed(self, plan: Plan, bounds) -> tuple[np.ndarray, np.ndarray]:
+        key = (*_table_key(plan), plan.dp, plan.tp_inside_node, plan.recompute, plan.pp, plan.virtual_stages, bounds)
+        out = self._cp.get(key)
+        if out is None:
+            out = self._cp[key] = self._cp_exposed_uncached(plan, bounds)
+        return out
+
+    def _cp_exposed_uncached(self, plan: Plan, bounds) -> tuple[np.ndarray, np.ndarray]:
         _, extras = self.table(plan)
         lat, per_byte = self.ring("allgather", self.span(plan, "cp"))
         has = extras[2] > 0
@@ -479,10 +499,16 @@ class Estimator:
         return float(exposed_f + exposed_b)
 
     # ------------------------------------------------------------------ both
-    def estimate(self, plan: Plan, bounds: tuple[int, ...] | None = None) -> Estimate:
+    def estimate(self, plan: Plan, bounds: tuple[int, ...] | None = None, *, time_hopeless: bool = True) -> Estimate:
+        """``time_hopeless=False``: no step time (infinite) for a plan whose memory averaged
+        over stages exceeds the GPU's, which no partition can make fit (the search's case:
+        most candidates at frontier scale)."""
         if bounds is None:
             bounds = self.uniform_bounds(plan.pp * plan.virtual_stages)
         peak, mean = self.memory(plan, bounds)
+        if not time_hopeless and mean > self.hw.hbm_bytes:
+            return Estimate(step_time_s=math.inf, peak_bytes=peak, capacity_bytes=self.hw.hbm_bytes, mean_bytes=mean,
+                            bottleneck_s=math.inf)
         step, bottleneck = self.step_time(plan, bounds)
         return Estimate(step_time_s=step, peak_bytes=peak, capacity_bytes=self.hw.hbm_bytes, mean_bytes=mean,
                         bottleneck_s=bottleneck)

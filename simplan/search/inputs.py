@@ -11,34 +11,38 @@ import yaml
 from simplan.errors import SimplanError, require
 from simplan.hardware.cluster import Cluster
 from simplan.hardware.load import load_hardware
+from simplan.model.hf import is_hf_config
 from simplan.model.load import load_model
 from simplan.model.spec import ModelSpec
-from simplan.scenario import scenario_to_dict
+from simplan.scenario import parse_document, scenario_to_dict
 
 
 def model_from_flag(model: str, seq_len: int | None = None) -> ModelSpec:
-    """``--model``: a preset name, or a YAML/JSON file holding a model mapping (or a scenario,
-    whose ``model`` section is used). ``--seq-len`` overrides the sequence length."""
+    """``--model``: a preset name, a Hugging Face config.json (a JSON object with
+    ``model_type`` or ``architectures``), or a YAML/JSON file holding a model mapping (or a
+    scenario, whose ``model`` section is used; its ``hf_config`` path is relative to that
+    file). ``--seq-len`` overrides the sequence length."""
     section: dict | str = model
+    base_dir = None
     if model.endswith((".yaml", ".yml", ".json")):
         path = Path(model)
         try:
             text = path.read_text()
         except OSError as e:
             raise SimplanError(f"--model: cannot read {model} ({e.strerror})") from None
-        try:
-            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as e:
-            kind = path.suffix[1:].upper()
-            raise SimplanError(f"--model: {model} is not valid {kind}: {' '.join(str(e).split())}") from None
+        data = parse_document(text, f"--model: {model}", path.suffix == ".json")
         require(isinstance(data, dict), f"--model: {model} must hold a mapping, got {type(data).__name__}")
-        section = data["model"] if "model" in data else data
+        if path.suffix == ".json" and is_hf_config(data):
+            section = {"hf_config": model}
+        else:
+            section = data["model"] if "model" in data else data
+            base_dir = path.parent
     if seq_len is not None:
         require(isinstance(seq_len, int) and seq_len >= 1, f"--seq-len: must be an integer >= 1, got {seq_len!r}")
         if isinstance(section, str):
             section = {"preset": section}
         section = {**section, "seq_len": seq_len}
-    return load_model(section, where="--model")
+    return load_model(section, where="--model", base_dir=base_dir)
 
 
 def cluster_from_flags(hardware: str, gpus: int) -> Cluster:
@@ -90,11 +94,10 @@ def _words(text: str | None):
 def _bools(flag: str, text: str | None):
     if text is None:
         return None
-    table = {"true": True, "on": True, "yes": True, "false": False, "off": False, "no": False}
+    table = {"true": True, "false": False}  # strict, as in a scenario file: no yes/no, on/off, 1/0
     out = []
     for v in text.split(","):
-        if v.strip().lower() not in table:
-            raise SimplanError(f"{flag}: expected true or false, got {v!r}")
+        require(v.strip().lower() in table, f"{flag}: expected true or false, got {v!r}")
         out.append(table[v.strip().lower()])
     return out[0] if len(out) == 1 else tuple(out)
 

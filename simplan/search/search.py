@@ -18,7 +18,7 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable
 
 from simplan.cost.memory import memory_report
@@ -28,6 +28,7 @@ from simplan.model.load import build_graph
 from simplan.model.spec import ModelSpec
 from simplan.plan.partition import balanced_sizes, from_sizes, uniform
 from simplan.plan.plan import Plan
+from simplan.plan.validate import FLAG_NAMES, scale_problems
 from simplan.scenario import Scenario, scenario_to_dict
 from simplan.search import space
 from simplan.search.estimate import Estimate, Estimator, bounds_of, sizes_from_bounds
@@ -37,6 +38,12 @@ from simplan.sim.result import BREAKDOWN_KEYS, StepResult
 GIB = 2**30
 Progress = Callable[[str, int, int], None]
 """progress(phase, done, total): phases "estimate" and "simulate"."""
+
+SIM_BUDGET_EVENTS = 4_500_000
+"""Default SimPy events the planner spends simulating its top plans (~20 s of one core):
+the README examples' 32 plans take 2.9 M (Llama-3 70B, 512 H100) and 4.3 M (GPT-3 175B,
+1,024 A100); one Llama-3 405B plan on 16,384 H100 (128 stages x 512-1,024 micro-batches,
+folded to 130 + 131: simplan.sim.fold) takes 2.3 M, so there the best two are simulated."""
 
 LONG_SEQUENCE = 8192
 """Context parallelism is searched by default only from this sequence length on: it is
@@ -93,9 +100,13 @@ def cost_per_step(step_time_s: float, gpus: int, price_per_gpu_hour: float | Non
     return gpus * step_time_s * price_per_gpu_hour / 3600.0
 
 
+_PLAN_FIELDS = tuple(f.name for f in fields(Plan))
+
+
 def plan_key(plan: Plan) -> tuple:
-    """A total order on plans (the tie-breaker that keeps rankings deterministic)."""
-    return tuple(str(v) for v in asdict(plan).values())
+    """A total order on plans (the tie-breaker that keeps rankings deterministic); read
+    field by field (``asdict`` deep-copies, and the search sorts 10^5 plans)."""
+    return tuple(str(getattr(plan, name)) for name in _PLAN_FIELDS)
 
 
 # --- the process pool ------------------------------------------------------------------------
@@ -131,13 +142,49 @@ def _map(fn, items: list, workers: int, progress: Progress | None, phase: str, c
     return out
 
 
+def _simulate_in_order(items: list, workers: int, progress: Progress | None, budget_events: int) -> list[StepResult]:
+    """Simulate ``items`` in order until the events simulated reach ``budget_events``: item i
+    is simulated when items 0..i-1 took fewer events together (the first always), whatever
+    the number of workers. A worker starts the next item only while the events spent plus
+    those expected of the items in flight (the mean so far) stay under the budget, so little
+    is simulated past it and nothing has to be killed (Pool.terminate can hang in a
+    threaded host such as the dashboard's server)."""
+    out: list[StepResult] = []
+    if workers <= 1 or len(items) <= 1:
+        for x in items:
+            out.append(_simulate_task(x))
+            if progress:
+                progress("simulate", len(out), len(items))
+            if sum(r.events for r in out) >= budget_events:
+                break
+    else:
+        with _pool(min(workers, len(items))) as pool:
+            futures: list = []
+            while len(out) < len(items):
+                spent = sum(r.events for r in out)
+                if spent >= budget_events:
+                    break
+                mean = spent / len(out) if out else 0.0
+                while (len(futures) < len(items) and len(futures) - len(out) < workers
+                       and (len(futures) == len(out) or spent + mean * (len(futures) - len(out)) < budget_events)):
+                    futures.append(pool.submit(_simulate_task, items[len(futures)]))
+                out.append(futures[len(out)].result())
+                if progress:
+                    progress("simulate", len(out), len(items))
+            for f in futures[len(out):]:
+                f.cancel()
+    if progress:
+        progress("simulate", len(items), len(items))
+    return out
+
+
 def _run_batch(args) -> list:
     fn, batch = args
     return [fn(x) for x in batch]
 
 
 def _estimate_task(index: int) -> Estimate:
-    return _STATE["estimator"].estimate(_STATE["candidates"][index])
+    return _STATE["estimator"].estimate(_STATE["candidates"][index], time_hopeless=False)
 
 
 def _simulate_task(item: tuple[Plan, tuple[int, ...] | None]) -> StepResult:
@@ -179,12 +226,15 @@ def default_precision(cluster: Cluster) -> str:
 
 def search(model: ModelSpec, cluster: Cluster, global_batch: int, *, constraints: space.Constraints | None = None,
            top_k: int = 32, workers: int | None = None, progress: Progress | None = None,
-           price_per_gpu_hour: float | None = None, hardware_ref: str | None = None) -> SearchResult:
+           price_per_gpu_hour: float | None = None, hardware_ref: str | None = None,
+           sim_budget_events: int | None = None) -> SearchResult:
     """The ``top_k`` fastest plans that fit, simulated and ranked (see the module docstring).
 
     ``constraints``: what the user fixed (``space.Constraints``); ``workers``: processes
     (default ``os.cpu_count()``); ``hardware_ref``: how scenarios name the hardware
-    (default: the profile's name); ``price_per_gpu_hour`` adds the cost axis.
+    (default: the profile's name); ``price_per_gpu_hour`` adds the cost axis;
+    ``sim_budget_events``: SimPy events the top plans may take together (the best by estimate
+    first; at frontier scale one plan can take millions; default ``SIM_BUDGET_EVENTS``).
     """
     wall0 = time.perf_counter()
     if not (isinstance(global_batch, int) and not isinstance(global_batch, bool) and global_batch >= 1):
@@ -193,6 +243,12 @@ def search(model: ModelSpec, cluster: Cluster, global_batch: int, *, constraints
         raise SimplanError(f"--top-k: must be an integer >= 1, got {top_k!r}")
     if price_per_gpu_hour is not None and not (price_per_gpu_hour >= 0 and math.isfinite(price_per_gpu_hour)):
         raise SimplanError(f"--price-per-gpu-hour: must be >= 0 and finite, got {price_per_gpu_hour}")
+    sim_budget_events = SIM_BUDGET_EVENTS if sim_budget_events is None else sim_budget_events
+    if not (isinstance(sim_budget_events, int) and sim_budget_events >= 1):
+        raise SimplanError(f"--sim-budget: must be an integer >= 1 (events), got {sim_budget_events!r}")
+    found = scale_problems(cluster.gpus, global_batch, model.seq_len, names=FLAG_NAMES)
+    if found:
+        raise SimplanError("; ".join(found))
     workers = (os.cpu_count() or 1) if workers is None else workers
     if not (isinstance(workers, int) and workers >= 1):
         raise SimplanError(f"--workers: must be an integer >= 1, got {workers!r}")
@@ -218,13 +274,13 @@ def search(model: ModelSpec, cluster: Cluster, global_batch: int, *, constraints
     fitting = [i for i, e in enumerate(estimates) if e.fits]
     # 2. candidates that do not fit uniformly but would on average: try a memory-aware partition
     rescued: dict[int, tuple[int, ...]] = {}
-    order = sorted(range(len(candidates)), key=lambda i: (estimates[i].step_time_s, plan_key(candidates[i])))
+    rescuable = [i for i, e in enumerate(estimates)
+                 if not e.fits and e.mean_bytes <= e.capacity_bytes and candidates[i].pp > 1]
+    order = sorted(rescuable, key=lambda i: (estimates[i].step_time_s, plan_key(candidates[i])))
     fit_times = sorted(estimates[i].step_time_s for i in fitting)
     cutoff = fit_times[min(len(fit_times), 2 * top_k) - 1] if fit_times else math.inf
     for i in order:
         e = estimates[i]
-        if e.fits or e.mean_bytes > e.capacity_bytes or candidates[i].pp == 1:
-            continue
         if e.step_time_s > cutoff or len(rescued) >= 4 * top_k:
             break
         sizes = _balanced(estimator, candidates[i], memory_limited=True)
@@ -260,7 +316,13 @@ def search(model: ModelSpec, cluster: Cluster, global_batch: int, *, constraints
             chosen.append(i)
         if len(chosen) == top_k:
             break
-    results = _map(_simulate_task, [(candidates[i], partition[i]) for i in chosen], workers, progress, "simulate")
+    results = _simulate_in_order([(candidates[i], partition[i]) for i in chosen], workers, progress, sim_budget_events)
+    if len(results) < len(chosen):
+        per_plan = sum(r.events for r in results) / len(results)
+        notes.append(f"simulated the {len(results)} best of {len(chosen)} plans by estimate: the simulation budget of "
+                     f"{sim_budget_events / 1e6:g} M events was spent ({per_plan / 1e6:.2g} M events per plan); "
+                     "widen with --sim-budget")
+        chosen = chosen[:len(results)]
     # equal step times: the plan needing less memory per GPU first, then the plan's fields
     ranked = sorted(zip(chosen, results), key=lambda x: (x[1].step_time_s, x[1].memory["peak_bytes_per_gpu"],
                                                          plan_key(candidates[x[0]])))

@@ -23,6 +23,7 @@ from typing import Iterator
 from simplan.errors import SimplanError
 from simplan.model.spec import ModelSpec
 from simplan.plan.plan import DP_SYNC, PRECISIONS, RECOMPUTE, SCHEDULES, Plan
+from simplan.plan.validate import FLAG_NAMES, MAX_MICRO_BATCHES, scale_problems
 
 @dataclass(frozen=True, kw_only=True)
 class Constraints:
@@ -77,8 +78,24 @@ def _as_tuple(value) -> tuple | None:
     return value if isinstance(value, tuple) else (value,)
 
 
+_MAX_DIVIDEND = 2**40
+"""divisors() walks up to sqrt(n): 2^20 steps at most. The sanity bounds keep every number
+the space divides (GPUs <= 2^20, global batch <= 2^24) far below it."""
+
+
 def divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    """The divisors of ``n`` in increasing order (pairs d, n/d up to sqrt(n))."""
+    if n > _MAX_DIVIDEND:
+        raise SimplanError(f"{n} is too large to enumerate its divisors (limit {_MAX_DIVIDEND:,})")
+    low, high = [], []
+    d = 1
+    while d * d <= n:
+        if n % d == 0:
+            low.append(d)
+            if d * d != n:
+                high.append(n // d)
+        d += 1
+    return low + high[::-1]
 
 
 def check_constraints(c: Constraints) -> None:
@@ -129,8 +146,9 @@ def _schedules(pp: int, layers: int, micro_batches: int) -> list[tuple[str, int]
     if pp == 1:
         return [("1f1b", 1)]
     out = [("gpipe", 1), ("1f1b", 1)]
-    if micro_batches % pp == 0:
-        out += [("interleaved-1f1b", v) for v in range(2, layers // pp + 1) if layers % (pp * v) == 0]
+    if micro_batches % pp == 0 and layers % pp == 0:
+        # layers % (pp * v) == 0 exactly when v divides layers / pp
+        out += [("interleaved-1f1b", v) for v in divisors(layers // pp) if v >= 2]
     out.append(("zero-bubble", 1))
     return out
 
@@ -162,6 +180,9 @@ def all_plans(model: ModelSpec, gpus: int, global_batch: int, precision: str | N
     """Every valid plan that satisfies ``constraints`` (None: unconstrained), in a fixed
     order. Constraints prune whole subtrees (a fixed tp skips every other tp's plans)."""
     c = constraints or Constraints()
+    found = scale_problems(gpus, global_batch, model.seq_len, names=FLAG_NAMES)
+    if found:  # before any enumeration: a typo such as --gpus 10**30 must not start one
+        raise SimplanError("; ".join(found))
 
     def ok(name: str, value) -> bool:
         if name.startswith("max_"):
@@ -183,6 +204,8 @@ def all_plans(model: ModelSpec, gpus: int, global_batch: int, precision: str | N
             if c.layouts is not None and (tp, pp, dp, mb) not in c.layouts:
                 continue
             m = global_batch // (dp * mb)
+            if m > MAX_MICRO_BATCHES:  # validate.problems refuses it: keep every plan valid
+                continue
             # selective recomputation re-runs attention cores: models without attention have none
             recomputes = RECOMPUTE if model.is_transformer else ("none", "full")
             for (schedule, v), recompute in product(_schedules(pp, model.layers, m), recomputes):
@@ -243,7 +266,8 @@ def _hint(name: str, model: ModelSpec, gpus: int, global_batch: int) -> str:
     if name == "dp":
         return f"valid dp: {sorted({d[3] for d in degrees})} (dp must divide GPUs and global batch {global_batch})"
     if name in ("micro_batch", "max_micro_batch"):
-        return f"the micro-batch must divide global batch {global_batch} / dp"
+        return (f"the micro-batch must divide global batch {global_batch} / dp and leave at most "
+                f"{MAX_MICRO_BATCHES:,} micro-batches")
     if name == "ep":
         return "ep needs a mixture-of-experts model and must divide experts and dp * cp"
     if name in ("schedule", "virtual_stages"):
@@ -263,5 +287,5 @@ def _hint(name: str, model: ModelSpec, gpus: int, global_batch: int) -> str:
 def _why_no_plan(model: ModelSpec, gpus: int, global_batch: int) -> str:
     return (f"no valid plan for {model.name} on {gpus} GPUs with global batch {global_batch}: "
             "dp = GPUs / (tp * pp * cp) "
-            f"must divide the global batch, tp must divide heads ({model.heads}) and pp * virtual_stages <= layers "
-            f"({model.layers}) + 2")
+            f"must divide the global batch, tp must divide heads ({model.heads}), pp * virtual_stages <= layers "
+            f"({model.layers}) + 2 and global batch / (dp * micro_batch) <= {MAX_MICRO_BATCHES:,}")

@@ -50,6 +50,10 @@ class Unit:
     dp_queue: simpy.Store
     acc: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     end_s: float = 0.0
+    meets_s: list = field(default_factory=list)
+    """When it met the other data-parallel replicas at the end of the step: gradients
+    reduced, and (ZeRO-1/2) the parameter all-gather begun; between meetings each replica
+    runs alone (simplan.sim.stragglers)."""
     trace: list = field(default_factory=list)
     gathers: dict = field(default_factory=dict)
     """ZeRO-3: parameter all-gathers in flight, by (phase, layer index)."""
@@ -168,6 +172,7 @@ class Engine:
         u.dp_queue.put((env.now, 0.0, done))
         yield done
         u.acc["dp_comm_exposed"] += env.now - t0
+        u.meets_s.append(env.now)
         norm_grads = self.p.norm_grad_allreduce[u.stage] if self.p.norm_grad_allreduce else None
         if norm_grads is not None:
             t0 = env.now
@@ -182,6 +187,7 @@ class Engine:
         hidden = 0.0
         if self.p.dp_after_optimizer is not None:
             t0 = env.now
+            u.meets_s.append(t0)
             yield from self._collective(u, self.p.dp_after_optimizer, ("zero-ag", u.stage))
             took = env.now - t0
             # with Plan.param_gather_overlap the gather runs under the next step's first
