@@ -34,3 +34,20 @@ def read_text(path, label: str, kind: str, encoding: str = "utf-8") -> str:
         raise SimplanError(f"{label}: not a text file ({e.reason} at byte {e.start})") from None
     except OSError as e:
         raise SimplanError(f"{label}: cannot read ({e.strerror})") from None
+
+
+def load_json(text: str, label: str):
+    """A JSON document the user wrote; a key given twice in one object, or malformed JSON, is
+    a one-line SimplanError (``json`` would keep the last value silently)."""
+    import json
+
+    def unique(pairs: list) -> dict:
+        keys = [k for k, _ in pairs]
+        dup = next((k for k in keys if keys.count(k) > 1), None)
+        require(dup is None, f"{label}: duplicate key {dup!r} (each key once per mapping)")
+        return dict(pairs)
+
+    try:
+        return json.loads(text, object_pairs_hook=unique)
+    except json.JSONDecodeError as e:
+        raise SimplanError(f"{label}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None

@@ -7,14 +7,13 @@ default filled in), which loads again into an equal ``Scenario``.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
 
-from simplan.errors import SimplanError, read_text, require
+from simplan.errors import SimplanError, load_json, read_text, require
 from simplan.hardware.cluster import Cluster, load_cluster
 from simplan.hardware.load import _StrictLoader, load_hardware
 from simplan.hardware.profile import HardwareProfile
@@ -68,15 +67,7 @@ def parse_document(text: str, label: str, is_json: bool) -> object:
     """A YAML or JSON document the user wrote. A key given twice in one mapping, at any
     depth, is a SimplanError (PyYAML and json would keep the last one silently)."""
     if is_json:
-        def unique(pairs: list) -> dict:
-            keys = [k for k, _ in pairs]
-            dup = next((k for k in keys if keys.count(k) > 1), None)
-            require(dup is None, f"{label}: duplicate key {dup!r} (each key once per mapping)")
-            return dict(pairs)
-        try:
-            return json.loads(text, object_pairs_hook=unique)
-        except json.JSONDecodeError as e:
-            raise SimplanError(f"{label}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        return load_json(text, label)
     try:
         return yaml.load(text, Loader=_ScenarioLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as e:

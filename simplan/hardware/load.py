@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import yaml
 
-from simplan.errors import SimplanError, read_text, require
+from simplan.errors import SimplanError, load_json, read_text, require
 from simplan.hardware.profile import FABRICS, TOPOLOGIES, HardwareProfile
 from simplan.units import GIB, GIGA, TERA, gbit_per_s_to_bytes_per_s, gbyte_per_s_to_bytes_per_s, us_to_s
 
@@ -151,15 +151,7 @@ def _display(path: Path) -> str:
 def _read(path: Path, shown: str) -> Any:
     text = read_text(path, shown, "hardware profile file")
     if path.suffix == ".json":
-        def pairs(items: list) -> dict:
-            keys = [k for k, _ in items]
-            dup = sorted({k for k in keys if keys.count(k) > 1})
-            require(not dup, f"{shown}: duplicate key(s) {', '.join(dup)}")
-            return dict(items)
-        try:
-            return json.loads(text, object_pairs_hook=pairs)
-        except json.JSONDecodeError as exc:
-            raise SimplanError(f"{shown}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        return load_json(text, shown)
     try:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:

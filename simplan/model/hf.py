@@ -26,10 +26,9 @@ What simplan's spec cannot say, and what is done about it:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from simplan.errors import SimplanError, read_text, require
+from simplan.errors import load_json, read_text, require
 
 _LLAMA_LIKE = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe")
 SUPPORTED_MODEL_TYPES = (*_LLAMA_LIKE, "gpt2", "gpt_neox")
@@ -66,10 +65,7 @@ def load_hf_config(path: str | Path, where: str) -> dict:
     path = Path(path)
     label = f"{where}: {path}"
     text = read_text(path, label, "Hugging Face config.json")
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise SimplanError(f"{label}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    config = load_json(text, label)
     require(isinstance(config, dict), f"{label}: expected a JSON object, got {type(config).__name__}")
     fields = hf_fields(config, label)
     fields["name"] = path.parent.name if path.stem == "config" and path.parent.name else path.stem
